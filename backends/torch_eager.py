@@ -1,0 +1,82 @@
+"""PyTorch eager on the CPU: the reference every other backend is compared with.
+
+Artifact: ``model.pt`` (a state_dict, loaded with ``weights_only=True``) beside ``arch.json``, which
+names the architecture factory and its arguments, so nothing is unpickled from a model file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.backends.base import Artifact, Availability, Backend, Session, missing, register
+
+
+class TorchSession(Session):
+    def __init__(self, module: Any, torch: Any, threads: int) -> None:
+        self._module = module
+        self._torch = torch
+        self._threads = threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._module(self._torch.from_numpy(batch)).numpy()
+
+    def describe(self) -> dict[str, Any]:
+        torch = self._torch
+        return {
+            "runtime": "torch eager",
+            "torch_version": torch.__version__,
+            "device": "cpu",
+            "intra_op_threads": torch.get_num_threads(),
+            "mkldnn_enabled": bool(torch.backends.mkldnn.is_available()),
+            "parallel_info": torch.__config__.parallel_info().splitlines()[:6],
+        }
+
+
+def build_module(arch: dict[str, Any]) -> Any:
+    """Instantiate ``arch = {"factory": "pkg.module:callable", "kwargs": {...}}``."""
+    module_name, _, attr = arch["factory"].partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(**arch.get("kwargs", {}))
+
+
+@register
+class TorchBackend(Backend):
+    name = "torch"
+    precisions = ("fp32",)
+
+    def availability(self) -> Availability:
+        try:
+            import torch
+        except ImportError:
+            return missing("torch", "prune")
+        return Availability(True, version=torch.__version__)
+
+    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path) -> Artifact:
+        import torch
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        weights = out_dir / "model.pt"
+        arch_file = out_dir / "arch.json"
+        torch.save(model.module.state_dict(), weights)
+        arch_file.write_text(json.dumps(model.arch, indent=2, sort_keys=True))
+        return Artifact(path=weights, files=[weights, arch_file])
+
+    def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:
+        import torch
+
+        threads = int(options.get("threads") or 1)
+        torch.set_num_threads(threads)
+        arch_file = artifact.with_name("arch.json")
+        if not arch_file.exists():
+            raise FileNotFoundError(f"{arch_file}: missing architecture file beside {artifact.name}; re-export the model")
+        module = build_module(json.loads(arch_file.read_text()))
+        state = torch.load(artifact, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+        module.eval()
+        return TorchSession(module, torch, threads)
