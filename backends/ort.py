@@ -32,6 +32,7 @@ class OrtSession(Session):
         return {
             "runtime": "onnxruntime",
             "providers": self._session.get_providers(),
+            "sparse_kernels": False,  # the CPU EP has no sparse conv kernels; zeros are stored and run dense
             "input": {i.name: i.shape for i in self._session.get_inputs()},
             **self._options,
         }

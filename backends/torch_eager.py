@@ -32,6 +32,7 @@ class TorchSession(Session):
             "runtime": "torch eager",
             "torch_version": torch.__version__,
             "device": "cpu",
+            "sparse_kernels": False,  # eager conv/linear run dense whatever the zeros
             "intra_op_threads": torch.get_num_threads(),
             "mkldnn_enabled": bool(torch.backends.mkldnn.is_available()),
             "parallel_info": torch.__config__.parallel_info().splitlines()[:6],

@@ -1,0 +1,156 @@
+"""The ``edgebench`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgebench.bench.errors import EdgebenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Which pruning recipe, on which runtime, is best on this device?")
+list_app = typer.Typer(no_args_is_help=True, help="List backends, models or recipes.")
+app.add_typer(list_app, name="list")
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOpt = typer.Option(None, "--home", envvar="EDGEBENCH_HOME", help="Folder for the store, the build cache and reports [default: ./edgebench-results].")
+StoreOpt = typer.Option(None, "--store", envvar="EDGEBENCH_STORE", help="Store path or SQLAlchemy URL [default: HOME/edgebench.sqlite].")
+
+
+def _paths(home: Optional[Path], store: Optional[str]):
+    from edgebench.bench.runner import Paths
+
+    return Paths(home=(home or Path("edgebench-results")).resolve(), store=store)
+
+
+@app.command()
+def run(
+    suite: Optional[Path] = typer.Argument(None, help="Suite YAML [default: the built-in default suite]."),
+    home: Optional[Path] = HomeOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Run a suite on this host: build (or reuse) the models, measure every cell, write the report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgebench.bench.config import load_suite
+    from edgebench.bench.runner import Runner
+    from edgebench.reports import render
+
+    loaded = load_suite(suite)
+    paths = _paths(home, store)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
+        summary = runner.run(loaded)
+    report_dir = render.write(runner.store, summary.run_id, paths.reports)
+    console.print(
+        f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
+        f"built {summary.trained} trained, {summary.pruned} pruned, {summary.exported} exported, {summary.cache_hits} from cache"
+        + (" (nothing rebuilt: all from cache)" if summary.trained + summary.pruned + summary.exported == 0 else ""),
+        markup=False,
+    )
+    console.print(f"report: {report_dir / 'report.md'}", markup=False)
+    for failure in summary.failures:
+        console.print(f"failed: {failure}", markup=False)
+
+
+@list_app.command("backends")
+def list_backends() -> None:
+    """Each backend: available here or not, and why."""
+    from edgebench.backends import base
+
+    for name in base.names():
+        b = base.get(name)
+        a = b.availability()
+        state = f"available ({a.version})" if a.available else f"not available: {a.reason}"
+        console.print(f"{name}: {state}; precisions: {', '.join(b.precisions)}", markup=False)
+
+
+@list_app.command("models")
+def list_models() -> None:
+    """Built-in models."""
+    from edgebench.models import zoo
+
+    for name, e in sorted(zoo.ZOO.items()):
+        console.print(f"{name}: {e.factory} on {e.dataset} @{e.input_size}x{e.input_size}", markup=False)
+
+
+@list_app.command("recipes")
+def list_recipes() -> None:
+    """Built-in recipes."""
+    from edgebench.models import recipes
+
+    for name in recipes.builtin_names():
+        r = recipes.load(name)
+        console.print(f"{name}: {r.description}", markup=False)
+
+
+@app.command()
+def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
+    """Stored runs, newest first."""
+    from edgebench.bench.store import Store
+
+    for r in Store(_paths(home, store).store_location).runs():
+        s = r.summary or {}
+        console.print(f"{r.id}  {r.status:9} {r.suite_name}: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped", markup=False)
+
+
+@app.command()
+def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, or 'latest'."), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
+    """A run's table in the terminal, one table per target."""
+    from edgebench.bench.store import Store
+    from edgebench.reports import render, tables
+
+    report = tables.load(Store(_paths(home, store).store_location), run_id)
+    console.print(f"run {report.run.id} ({report.run.suite_name}, {report.run.status})", markup=False)
+    for target, rows in tables.by_target(report.rows).items():
+        t = Table(title=f"target {target}", show_lines=False)
+        for h in render.HEADERS:
+            t.add_column(h, overflow="fold")
+        for row in rows:
+            t.add_row(*render.table_cells(row))
+        console.print(t)
+        for row in rows:
+            if row.status != "ok":
+                console.print(f"{row.cell_key} {row.status}: {row.error}", markup=False)
+            for w in row.warnings:
+                console.print(f"{row.cell_key}: {w}", markup=False)
+
+
+@app.command()
+def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
+    """(Re)write a stored run's report files."""
+    from edgebench.bench.store import Store
+    from edgebench.reports import render
+
+    paths = _paths(home, store)
+    out = render.write(Store(paths.store_location), run_id, paths.reports)
+    console.print(f"report: {out / 'report.md'}", markup=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """The device-side cell worker (same as python -m edgebench.bench.worker)."""
+    from edgebench.bench.worker import main as worker_main
+
+    raise typer.Exit(worker_main(list(ctx.args)))
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgebenchError as exc:
+        err.print(f"edgebench: {exc}", markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("edgebench: interrupted; finished cells are in the store", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

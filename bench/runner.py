@@ -1,0 +1,244 @@
+"""Host orchestration: prepare artifacts, run each cell in its own worker process, store results.
+
+A cell's crash, hang or out-of-memory kill fails that cell with its reason; the run goes on and
+every finished cell is already in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench import __version__
+from edgebench.bench.config import Cell, LoadedSuite
+from edgebench.bench.results import CellResult, MeasureSettings
+from edgebench.bench.store import CellRecord, RunRecord, Store, now
+from edgebench.bench.worker import CellSpec
+
+
+@dataclass
+class Paths:
+    """Where a run keeps things: the store, the build cache, reports and per-cell worker files."""
+
+    home: Path
+    store: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        return self.store or str(self.home / "edgebench.sqlite")
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    def cells_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id / "cells"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+@dataclass
+class ChildOutcome:
+    result: CellResult
+    returncode: int | None
+    stderr_tail: str = ""
+
+
+def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None) -> ChildOutcome:
+    """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = spec.cell_key.replace("/", "__")
+    spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
+    spec_path.write_text(spec.to_json())
+    out_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out_path)]
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        if on_start is not None:
+            on_start(proc)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            tail = _tail(err_path)
+            return ChildOutcome(CellResult.failed(f"timed out after {timeout_s:g}s (cell_timeout_s); raise it in the suite or look for a hang{_suffix(tail)}"), None, tail)
+    tail = _tail(err_path)
+    if out_path.exists() and code == 0:
+        try:
+            return ChildOutcome(CellResult.from_dict(json.loads(out_path.read_text())), code, tail)
+        except (ValueError, TypeError) as exc:
+            return ChildOutcome(CellResult.failed(f"{out_path}: unreadable worker result ({exc})"), code, tail)
+    return ChildOutcome(CellResult.failed(describe_exit(code) + _suffix(tail)), code, tail)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        hint = " (out of memory, or killed from outside)" if -code == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {code} without a result"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import os
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:400]
+
+
+def _suffix(tail: str) -> str:
+    return f"; stderr: {tail}" if tail else ""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    cells_ok: int = 0
+    cells_failed: int = 0
+    cells_skipped: int = 0
+    trained: int = 0
+    pruned: int = 0
+    exported: int = 0
+    cache_hits: int = 0
+    wall_s: float = 0.0
+    report_dir: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs a loaded suite on the local host into a store."""
+
+    def __init__(self, paths: Paths, log: Callable[[str], None] = print, progress: Any = None) -> None:
+        self.paths = paths
+        self.log = log
+        self.progress = progress
+        self.store = Store(paths.store_location)
+
+    def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None) -> RunSummary:
+        from edgebench.models.cache import Cache
+        from edgebench.models.prepare import Preparer
+        from edgebench.targets.probe import git_commit
+
+        t0 = time.perf_counter()
+        run_id = new_run_id()
+        summary = RunSummary(run_id)
+        self.store.create_run(RunRecord(
+            id=run_id, suite_name=loaded.suite.name, suite_source=str(loaded.source), suite_yaml=loaded.text,
+            status="running", created_at=now(), edgebench_version=__version__,
+            git_commit=git_commit(Path(__file__).resolve().parent.parent),
+        ))
+        self.log(f"run {run_id}: suite {loaded.suite.name!r} from {loaded.source}")
+        status = "failed"
+        try:
+            for target in loaded.suite.targets:
+                self.store.add_environment(run_id, target, probe_local())
+            cells = loaded.cells()
+            preparer = Preparer(Cache(self.paths.cache), log=self.log)
+            settings = loaded.measure_settings()
+            task = self.progress.add_task("cells", total=len(cells)) if self.progress else None
+            for cell in cells:
+                record = self._run_cell(cell, preparer, settings, run_id, loaded.suite.cell_timeout_s, on_start)
+                self.store.add_cell(run_id, record)
+                self._tally(summary, record)
+                if self.progress:
+                    self.progress.advance(task)
+            c = preparer.counters
+            summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
+            status = "finished"
+        finally:
+            summary.wall_s = time.perf_counter() - t0
+            self.store.finish_run(run_id, status, _summary_dict(summary))
+        return summary
+
+    def _run_cell(self, cell: Cell, preparer: Any, settings: MeasureSettings, run_id: str, timeout_s: float, on_start: Any) -> CellRecord:
+        from edgebench.backends import base
+
+        record = CellRecord(cell.key, cell.model, cell.recipe.name, cell.backend, cell.precision, cell.batch, cell.target,
+                            status="skipped", options=dict(cell.options), started_at=now())
+        backend = base.get(cell.backend)
+        reason = backend.unsupported(cell.precision)
+        avail = backend.availability()
+        if reason is None and not avail.available:
+            reason = f"{cell.backend}: {avail.reason}"
+        if reason is not None:
+            record.error = reason
+            record.finished_at = now()
+            self.log(f"{cell.key}: skipped - {reason}")
+            return record
+        try:
+            dense = preparer.dense(cell.model)
+            model = preparer.pruned(cell.model, cell.recipe)
+            art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision)
+        except Exception as exc:  # a model the exporter cannot handle fails its cells, not the run
+            record.status, record.error, record.finished_at = "failed", f"preparing the artifact failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}", now()
+            self.log(f"{cell.key}: failed - {record.error}")
+            return record
+        record.facts = {"model": model.manifest["facts"], "artifact": art.manifest["facts"], "dense_top1_torch": dense.manifest["facts"]["top1_torch"],
+                        "model_key": model.key, "artifact_key": art.key}
+        spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
+                        artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
+                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
+        outcome = run_worker(spec, self.paths.cells_dir(run_id), timeout_s, on_start)
+        record.result = outcome.result
+        record.status = outcome.result.status
+        record.error = outcome.result.error
+        record.finished_at = now()
+        lat = outcome.result.latency
+        if lat is not None:
+            self.log(f"{cell.key}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.n} runs)" + "".join(f"; {w}" for w in outcome.result.warnings))
+        else:
+            self.log(f"{cell.key}: failed - {record.error}")
+        return record
+
+    @staticmethod
+    def _tally(summary: RunSummary, record: CellRecord) -> None:
+        if record.status == "ok":
+            summary.cells_ok += 1
+        elif record.status == "skipped":
+            summary.cells_skipped += 1
+        else:
+            summary.cells_failed += 1
+            summary.failures.append(f"{record.cell_key}: {record.error}")
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(summary)
+
+
+def probe_local() -> dict[str, Any]:
+    """The local fingerprint, taken by the worker in a child process (as a remote target would)."""
+    out = subprocess.run([sys.executable, "-m", "edgebench.bench.worker", "probe"], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return {"error": f"probe failed: {_tail_text(out.stderr)}"}
+    return json.loads(out.stdout)
+
+
+def _tail_text(text: str) -> str:
+    return " | ".join(text.strip().splitlines()[-3:])[:400]

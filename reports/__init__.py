@@ -1,0 +1,1 @@
+"""Reports: per-target comparison tables built from the store (Markdown, JSON, CSV)."""

@@ -1,0 +1,118 @@
+"""Write a run's report: ``report.md``, ``report.json``, ``cells.csv`` and ``samples.csv``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench.store import Store
+from edgebench.reports.tables import Row, RunReport, by_target, load
+
+
+def fmt(value: Any, spec: str = ".3f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 2**20:.2f} MiB"
+
+
+def _macs(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n < 1e9 else f"{n / 1e9:.2f} G"
+
+
+def table_cells(row: Row) -> list[str]:
+    """The columns shared by the Markdown report and the terminal table."""
+    recipe = f"{row.recipe} (ref)" if row.is_reference else row.recipe
+    if row.status != "ok":
+        return [row.model, recipe, row.backend, row.precision, str(row.batch), row.status.upper()] + ["-"] * 11
+    return [
+        row.model, recipe, row.backend, row.precision, str(row.batch),
+        fmt(row.p50_ms), fmt(row.p90_ms), fmt(row.p99_ms), fmt(row.cov, ".1%"), fmt(row.throughput_ips, ".0f"),
+        f"{fmt(row.peak_rss_mib, '.0f')} (+{fmt(row.peak_rss_delta_mib, '.1f')})", _size(row.size_bytes),
+        fmt(row.weight_sparsity, ".0%"), fmt(row.top1, ".2%"), fmt(row.agreement, ".2%"),
+        fmt(row.top1_delta_pts, "+.2f"), fmt(row.speedup_p50, ".2f") + ("x" if row.speedup_p50 else ""),
+    ]
+
+
+HEADERS = ["model", "recipe", "backend", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "CoV", "items/s",
+           "peak RSS MiB (+load)", "size", "w. sparsity", "top-1", "agree w/ dense", "Δtop-1 pts", "speedup p50"]
+
+
+def _fingerprint_line(fp: dict[str, Any]) -> str:
+    if "error" in fp:
+        return fp["error"]
+    gov = fp.get("cpufreq")
+    governors = ", ".join(sorted({p["governor"] for p in gov})) if isinstance(gov, list) else "not available"
+    backends = ", ".join(f"{k} {v['version']}" for k, v in fp.get("backends", {}).items() if v.get("available"))
+    return (f"{fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, governor: {governors}), "
+            f"{fp.get('memory_total_mib')} MiB, {fp.get('os')}, kernel {fp.get('kernel')}, Python {fp.get('python')}, "
+            f"{backends}; edgebench {fp.get('edgebench_version')} @ {fp.get('edgebench_commit')}")
+
+
+def markdown(report: RunReport) -> str:
+    run = report.run
+    s = run.summary or {}
+    out = [
+        f"# edgebench run {run.id}",
+        "",
+        f"Suite **{run.suite_name}** ({run.suite_source}), {run.status}; started {run.created_at:%Y-%m-%d %H:%M:%S} UTC.",
+        f"Cells: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped. "
+        f"Built this run: {s.get('trained', 0)} trained, {s.get('pruned', 0)} pruned, {s.get('exported', 0)} exported; "
+        f"{s.get('cache_hits', 0)} from cache.",
+        "",
+        "Latency is per batch (ms); speedup and Δtop-1 are against the dense reference (ref) of the same "
+        "model, backend, precision and batch. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
+    ]
+    for target, rows in by_target(report.rows).items():
+        out += ["", f"## Target `{target}`", "", f"Environment: {_fingerprint_line(report.environments.get(target, {}))}", ""]
+        out.append("| " + " | ".join(HEADERS) + " |")
+        out.append("|" + "---|" * len(HEADERS))
+        for row in rows:
+            out.append("| " + " | ".join(table_cells(row)) + " |")
+        notes = [(r.cell_key, w) for r in rows for w in r.warnings]
+        if notes:
+            out += ["", "Warnings:", ""] + [f"- `{k}`: {w}" for k, w in notes]
+        fidelity = [r for r in rows if r.status == "ok" and r.max_abs_diff is not None]
+        if fidelity:
+            out += ["", "Fidelity to the dense PyTorch model (evaluation split) and load times:", "",
+                    "| cell | top-5 | max abs logit diff | mean abs logit diff | export check max abs diff | load ms | first inference ms | other CPU load |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for r in fidelity:
+                out.append(f"| `{r.cell_key}` | {fmt(r.top5, '.2%')} | {fmt(r.max_abs_diff, '.2e')} | {fmt(r.mean_abs_diff, '.2e')} | "
+                           f"{fmt(r.export_max_abs_diff, '.2e')} | {fmt(r.load_ms, '.1f')} | {fmt(r.first_inference_ms, '.2f')} | {fmt(r.other_cpu_share, '.1%')} |")
+    failures = [r for r in report.rows if r.status != "ok"]
+    if failures:
+        out += ["", "## Failed and skipped cells", ""] + [f"- `{r.cell_key}` ({r.status}): {r.error}" for r in failures]
+    return "\n".join(out) + "\n"
+
+
+def write(store: Store, run_id: str, reports_root: Path) -> Path:
+    """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder."""
+    report = load(store, run_id)
+    out = Path(reports_root) / report.run.id
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(markdown(report))
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    names = [f.name for f in fields(Row)]
+    with open(out / "cells.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for row in report.rows:
+            d = asdict(row)
+            d["warnings"] = "; ".join(row.warnings)
+            writer.writerow(d)
+    with open(out / "samples.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cell_key", "idx", "latency_ns"])
+        for cell in store.cells(report.run.id, with_samples=True):
+            for i, v in enumerate(cell.result.samples_ns if cell.result else []):
+                writer.writerow([cell.cell_key, i, v])
+    return out
