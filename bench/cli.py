@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edgebench.bench.errors import EdgebenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Which pruning recipe, on which runtime, is best on this device?")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Which pruning recipe, on which runtime, is best on this device?")
 list_app = typer.Typer(no_args_is_help=True, help="List backends, models or recipes.")
 app.add_typer(list_app, name="list")
 console = Console(highlight=False, soft_wrap=True)
@@ -35,7 +35,11 @@ def run(
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
-    """Run a suite on this host: build (or reuse) the models, measure every cell, write the report."""
+    """Run a suite on this host: build (or reuse) the models, measure every cell, write the report.
+
+    Exit code 0 when every cell ran or was skipped (backend not installed), 1 when a cell failed,
+    2 for a configuration error.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgebench.bench.config import load_suite
@@ -44,19 +48,27 @@ def run(
 
     loaded = load_suite(suite)
     paths = _paths(home, store)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
-        runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
-        summary = runner.run(loaded)
-    report_dir = render.write(runner.store, summary.run_id, paths.reports)
+    runner = None
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+            runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
+            summary = runner.run(loaded)
+    finally:
+        # Even an interrupted run gets a report of the cells it finished.
+        if runner is not None and runner.run_id is not None:
+            report_dir = render.write(runner.store, runner.run_id, paths.reports)
+            console.print(f"report: {report_dir / 'report.md'}", markup=False)
+    built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
         f"built {summary.trained} trained, {summary.pruned} pruned, {summary.exported} exported, {summary.cache_hits} from cache"
-        + (" (nothing rebuilt: all from cache)" if summary.trained + summary.pruned + summary.exported == 0 else ""),
+        + (" (nothing rebuilt: all from cache)" if built == 0 else ""),
         markup=False,
     )
-    console.print(f"report: {report_dir / 'report.md'}", markup=False)
     for failure in summary.failures:
         console.print(f"failed: {failure}", markup=False)
+    if summary.cells_failed:
+        raise typer.Exit(1)
 
 
 @list_app.command("backends")

@@ -25,7 +25,9 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 def from_validation_error(source: str | Path, exc: Any, known_keys: dict[str, list[str]] | None = None) -> ConfigError:
     """Turn a pydantic ValidationError into one ConfigError line per problem (first ones shown)."""
     lines = []
-    for err in exc.errors()[:5]:
+    # An unknown key usually explains a "missing" one (a typo), so it is said first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    for err in errors[:5]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         key = _key_path(loc)
         msg = err["msg"]

@@ -138,6 +138,7 @@ class Runner:
         self.log = log
         self.progress = progress
         self.store = Store(paths.store_location)
+        self.run_id: str | None = None
 
     def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None) -> RunSummary:
         from edgebench.models.cache import Cache
@@ -145,7 +146,7 @@ class Runner:
         from edgebench.targets.probe import git_commit
 
         t0 = time.perf_counter()
-        run_id = new_run_id()
+        run_id = self.run_id = new_run_id()
         summary = RunSummary(run_id)
         self.store.create_run(RunRecord(
             id=run_id, suite_name=loaded.suite.name, suite_source=str(loaded.source), suite_yaml=loaded.text,
@@ -170,6 +171,9 @@ class Runner:
             c = preparer.counters
             summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
             status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
             summary.wall_s = time.perf_counter() - t0
             self.store.finish_run(run_id, status, _summary_dict(summary))
