@@ -49,13 +49,19 @@ class Suite(Strict):
     description: str = ""
     models: list[str] = Field(..., min_length=1)
     recipes: list[str] = Field(["dense"], min_length=1)
-    backends: list[str | BackendRef] = Field(..., min_length=1)
+    backends: list[BackendRef] = Field(..., min_length=1)
     precisions: list[str] = Field(["fp32"], min_length=1)
     batch_sizes: list[int] = Field([1], min_length=1)
     targets: list[str] = Field(["local"], min_length=1)
     threads: int | None = Field(None, ge=1, le=1024, description="default intra-op threads for every backend")
     measure: Measure = Field(default_factory=Measure)
     cell_timeout_s: float = Field(300.0, gt=0)
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _names_are_refs(cls, v: Any) -> Any:
+        # `- torch` is shorthand for `- {name: torch}`; one type keeps error locations plain.
+        return [{"name": b} if isinstance(b, str) else b for b in v] if isinstance(v, list) else v
 
     @field_validator("batch_sizes")
     @classmethod
@@ -65,7 +71,7 @@ class Suite(Strict):
         return v
 
     def backend_refs(self) -> list[BackendRef]:
-        return [BackendRef(name=b) if isinstance(b, str) else b for b in self.backends]
+        return list(self.backends)
 
 
 @dataclass
@@ -115,6 +121,21 @@ def _default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _reject_repeats(suite: Suite, source: Path) -> None:
+    """Each axis value once: a repeated one would give two cells with the same key."""
+    axes = {
+        "models": suite.models, "backends": [b.name for b in suite.backends], "precisions": suite.precisions,
+        "batch_sizes": suite.batch_sizes, "targets": suite.targets,
+    }
+    for key, values in axes.items():
+        seen: set[Any] = set()
+        for i, value in enumerate(values):
+            if value in seen:
+                hint = "; to compare thread counts, run the suite once per setting and compare the runs" if key == "backends" else ""
+                raise ConfigError(f"{source}: {key}[{i}]: {value!r} is listed twice; list each value once{hint}")
+            seen.add(value)
+
+
 def load_suite(path: Path | None = None) -> LoadedSuite:
     """Read, validate and resolve a suite (the built-in default when ``path`` is None)."""
     from edgebench.backends import base
@@ -125,7 +146,8 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc, {"": list(Suite.model_fields), "measure": list(Measure.model_fields)}) from None
+        raise from_validation_error(source, exc, {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields)}) from None
+    _reject_repeats(suite, source)
 
     for i, name in enumerate(suite.models):
         if name not in zoo.ZOO:

@@ -32,7 +32,8 @@ def from_validation_error(source: str | Path, exc: Any, known_keys: dict[str, li
         key = _key_path(loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            options = (known_keys or {}).get(_key_path(loc[:-1]) if len(loc) > 1 else "", [])
+            parent = _key_path(tuple(p for p in loc[:-1] if not isinstance(p, int))) if len(loc) > 1 else ""
+            options = (known_keys or {}).get(parent, [])
             close = difflib.get_close_matches(str(loc[-1]), options, n=1)
             fix = f"did you mean '{close[0]}'?" if close else (f"allowed keys: {', '.join(options)}" if options else "remove it")
             msg = f"unknown key; {fix}"

@@ -92,6 +92,16 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class MemorySampler:
     """Samples this process's RSS (and, less often, USS) on a background thread."""
@@ -106,6 +116,11 @@ class MemorySampler:
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
         self._has_statm = os.path.exists("/proc/self/statm")
+        # VmHWM is the process's lifetime peak; reset it so a peak from before sampling (an import,
+        # a freed buffer) is not reported as this cell's. Where the reset is refused, stats() only
+        # trusts a VmHWM that grew while sampling.
+        self._hwm_reset = _reset_peak_rss()
+        self._hwm_at_start = peak_rss_bytes()
         self.baseline_rss = self._rss()
         self.baseline_uss = self._uss()
 
@@ -146,7 +161,8 @@ class MemorySampler:
         rss = [row[1] for row in self.timeline]
         uss = [row[2] for row in self.timeline if row[2] >= 0]
         hwm = peak_rss_bytes()
-        peak_rss = max(([hwm / MIB] if hwm else []) + rss + [self.baseline_rss / MIB])
+        trusted = hwm is not None and (self._hwm_reset or hwm != self._hwm_at_start)
+        peak_rss = max(([hwm / MIB] if trusted else []) + rss + [self.baseline_rss / MIB])
         base_rss = self.baseline_rss / MIB
         base_uss = self.baseline_uss / MIB if self.baseline_uss is not None else None
         peak_uss = max(uss) if uss else None

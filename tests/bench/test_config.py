@@ -1,0 +1,263 @@
+"""Suite configs (bench/config.py, bench/errors.py): one-line errors and the cell matrix."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from edgebench.bench.config import load_suite
+from edgebench.bench.errors import ConfigError, EdgebenchError
+from edgebench.models import recipes
+
+VALID = {"name": "t", "models": ["small_cnn"], "backends": ["torch"]}
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    msg = str(info.value)
+    assert isinstance(info.value, EdgebenchError)
+    return msg
+
+
+def assert_one_line(msg: str) -> None:
+    assert "\n" not in msg.strip(), f"expected one line, got:\n{msg}"
+
+
+# -- unknown keys --------------------------------------------------------------------------------
+
+def test_unknown_top_level_key_is_one_line_with_suggestion(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "batch_size": [1]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg
+    assert "batch_size:" in msg
+    assert "did you mean 'batch_sizes'?" in msg
+
+
+def test_typo_of_a_required_key_names_the_typo_first(write_suite):
+    path = write_suite("suite.yaml", {"models": ["small_cnn"], "backend": ["torch"]})
+    msg = config_error(path)
+    first = msg.splitlines()[0]
+    assert str(path) in first and "backend:" in first and "did you mean 'backends'?" in first
+
+
+def test_unknown_key_without_close_match_lists_allowed_keys(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "colour": "red"})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert "colour" in msg
+    for key in ("models", "backends", "batch_sizes", "measure"):
+        assert key in msg
+
+
+def test_unknown_nested_measure_key_suggests(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "measure": {"min_runz": 3}})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "measure.min_runz" in msg and "did you mean 'min_runs'?" in msg
+
+
+def test_unknown_key_in_backend_mapping_is_one_line_with_suggestion(write_suite):
+    path = write_suite("suite.yaml", {"models": ["small_cnn"], "backends": [{"name": "onnxruntime", "threds": 2}]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert "backends[0].threds" in msg
+    assert "did you mean 'threads'?" in msg
+
+
+# -- YAML syntax and files -------------------------------------------------------------------------
+
+def test_tab_indentation_names_file_line_and_column(write_suite):
+    path = write_suite("suite.yaml", "models: [small_cnn]\n\tbackends: [torch]\n")
+    msg = config_error(path)
+    assert_one_line(msg)
+    # the tab is the first character of the second line
+    assert msg.startswith(f"{path}:2:1:")
+    assert "invalid YAML" in msg
+
+
+def test_reserved_character_names_its_column(write_suite):
+    #                              123456789012
+    text = "name: x\nmodels: [small_cnn]\nbackends: [@torch]\n"
+    path = write_suite("suite.yaml", text)
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert msg.startswith(f"{path}:3:12:")
+
+
+def test_missing_suite_file(tmp_path):
+    path = tmp_path / "nope" / "suite.yaml"
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "not found" in msg
+
+
+def test_top_level_must_be_a_mapping(write_suite):
+    path = write_suite("suite.yaml", "- small_cnn\n- torch\n")
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "mapping" in msg
+
+
+# -- unknown names ---------------------------------------------------------------------------------
+
+def test_unknown_model_names_index_and_choices(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "models": ["small_cnn", "resnet9000"]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "models[1]" in msg and "'resnet9000'" in msg and "small_cnn" in msg
+
+
+def test_unknown_backend_names_index_and_choices(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "backends": ["torch", {"name": "tflite", "threads": 2}]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "backends[1]" in msg and "'tflite'" in msg
+    assert "onnxruntime" in msg and "torch" in msg
+
+
+def test_unknown_target_names_index_and_choices(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "targets": ["local", "pi5"]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "targets[1]" in msg and "'pi5'" in msg and "local" in msg
+
+
+def test_unknown_recipe_names_index_and_builtins(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "recipes": ["dense", "magic-90"]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "recipes[1]" in msg and "magic-90" in msg
+    for name in recipes.builtin_names():
+        assert name in msg
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 0], [-4]])
+def test_batch_size_below_one_rejected(write_suite, sizes):
+    path = write_suite("suite.yaml", {**VALID, "batch_sizes": sizes})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "batch_sizes" in msg
+
+
+def test_duplicate_recipe_names_rejected(write_suite, tmp_path):
+    write_suite("mine.yaml", {"name": "dense", "method": "dense"})
+    path = write_suite("suite.yaml", {**VALID, "recipes": ["dense", "mine.yaml"]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert "'dense'" in msg
+
+
+# -- broken recipe files -----------------------------------------------------------------------
+
+BROKEN_RECIPES = {
+    "unknown method": ({"name": "r", "method": "snip", "params": {}}, ["method", "'snip'", "dense", "magnitude_unstructured"]),
+    "sparsity out of range": ({"name": "r", "method": "magnitude_unstructured", "params": {"sparsity": 1.5}}, ["params.sparsity"]),
+    "unknown params key": ({"name": "r", "method": "magnitude_unstructured", "params": {"sparsity": 0.5, "scoop": "layer"}},
+                           ["params.scoop", "did you mean 'scope'?"]),
+    "unknown finetune key": ({"name": "r", "method": "magnitude_unstructured", "params": {"sparsity": 0.5}, "finetune": {"epoch": 2}},
+                             ["finetune.epoch", "did you mean 'epochs'?"]),
+    "params for dense": ({"name": "r", "method": "dense", "params": {"sparsity": 0.5}}, ["params.sparsity", "unknown key"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_RECIPES))
+def test_broken_recipe_in_suite_names_recipe_file(write_suite, tmp_path, case):
+    data, needles = BROKEN_RECIPES[case]
+    recipe = write_suite("broken.yaml", data, folder=tmp_path / "suites")
+    suite = write_suite("suite.yaml", {**VALID, "recipes": ["dense", "broken.yaml"]}, folder=tmp_path / "suites")
+    # the recipe path is relative to the suite's folder, not to the working directory
+    assert Path.cwd() != suite.parent
+    msg = config_error(suite)
+    assert_one_line(msg)
+    assert str(suite) in msg and "recipes[1]" in msg and str(recipe) in msg
+    for needle in needles:
+        assert needle in msg
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_RECIPES))
+def test_broken_recipe_loaded_directly(write_suite, case):
+    data, needles = BROKEN_RECIPES[case]
+    path = write_suite("broken.yaml", data)
+    with pytest.raises(ConfigError) as info:
+        recipes.load(str(path))
+    msg = str(info.value)
+    assert_one_line(msg)
+    assert msg.startswith(str(path))
+    for needle in needles:
+        assert needle in msg
+
+
+def test_recipe_missing_sparsity_is_named(write_suite):
+    path = write_suite("r.yaml", {"name": "r", "method": "magnitude_unstructured", "params": {"scope": "layer"}})
+    with pytest.raises(ConfigError, match=r"params\.sparsity: required key is missing"):
+        recipes.load(str(path))
+
+
+# -- the matrix ------------------------------------------------------------------------------------
+
+def test_matrix_is_the_full_product_with_unique_keys(write_suite):
+    spec = {
+        "name": "m",
+        "models": ["small_cnn"],
+        "recipes": ["dense", "l1-unstructured-50", "l1-unstructured-80"],
+        "backends": ["torch", {"name": "onnxruntime", "threads": 3}],
+        "precisions": ["fp32", "int8"],
+        "batch_sizes": [1, 4, 8],
+        "targets": ["local"],
+        "threads": 2,
+    }
+    loaded = load_suite(write_suite("suite.yaml", spec))
+    cells = loaded.cells()
+    assert len(cells) == 1 * 3 * 2 * 2 * 3 * 1
+    keys = [c.key for c in cells]
+    assert len(set(keys)) == len(keys)
+    coords = {(c.model, c.recipe.name, c.backend, c.precision, c.batch, c.target) for c in cells}
+    assert coords == set(itertools.product(["small_cnn"], spec["recipes"], ["torch", "onnxruntime"], ["fp32", "int8"], [1, 4, 8], ["local"]))
+    for c in cells:
+        assert c.options["threads"] == (3 if c.backend == "onnxruntime" else 2)
+        assert c.key == f"{c.model}/{c.recipe.name}/{c.backend}/{c.precision}/b{c.batch}/{c.target}"
+    # recipes are resolved to validated objects
+    by_name = {c.recipe.name: c.recipe for c in cells}
+    assert by_name["l1-unstructured-80"].params["sparsity"] == pytest.approx(0.8)
+
+
+def test_default_threads_are_the_usable_cpus(write_suite):
+    loaded = load_suite(write_suite("suite.yaml", {**VALID, "backends": ["torch", {"name": "onnxruntime", "threads": 1}]}))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = {c.backend: c.options["threads"] for c in loaded.cells()}
+    assert threads == {"torch": usable, "onnxruntime": 1}
+
+
+def test_measure_settings_come_from_the_suite(write_suite):
+    loaded = load_suite(write_suite("suite.yaml", {**VALID, "measure": {"min_runs": 7, "min_seconds": 0.25}}))
+    m = loaded.measure_settings()
+    assert (m.min_runs, m.min_seconds) == (7, 0.25)
+    assert m.warmup_runs == 10  # untouched fields keep their defaults
+
+
+def test_builtin_default_suite_loads():
+    loaded = load_suite(None)
+    assert loaded.suite.name == "default"
+    assert loaded.source.exists()
+    s = loaded.suite
+    assert len(loaded.cells()) == len(s.models) * len(s.recipes) * len(s.backends) * len(s.precisions) * len(s.batch_sizes) * len(s.targets)
+
+
+@pytest.mark.parametrize("extra", [
+    {"backends": ["onnxruntime", {"name": "onnxruntime", "threads": 1}]},
+    {"batch_sizes": [1, 1]},
+], ids=["backend-twice", "batch-twice"])
+def test_duplicate_axis_values_never_give_duplicate_cell_keys(write_suite, extra):
+    path = write_suite("suite.yaml", {**VALID, **extra})
+    try:
+        loaded = load_suite(path)
+    except ConfigError as exc:  # rejecting the suite is a fine answer too
+        assert str(path) in str(exc)
+        return
+    keys = [c.key for c in loaded.cells()]
+    assert len(keys) == len(set(keys)), f"duplicate cell keys: {keys}"

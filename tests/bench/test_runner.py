@@ -1,0 +1,130 @@
+"""Host orchestration (bench/runner.py): child timeouts and kills, and a run where one cell fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+import yaml
+
+from edgebench.bench.config import load_suite
+from edgebench.bench.results import MeasureSettings
+from edgebench.bench.runner import Paths, Runner, describe_exit, run_worker
+from edgebench.bench.store import Store
+from edgebench.bench.worker import CellSpec
+from edgebench.reports import render
+
+SMALL_MEASURE = {"warmup_runs": 2, "warmup_seconds": 0.05, "min_runs": 20, "min_seconds": 0.2}
+
+
+def ort_spec(built, key="small_cnn/dense/onnxruntime/fp32/b1/local", **measure) -> CellSpec:
+    m = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10, "min_seconds": 0.05, **measure}
+    return CellSpec(cell_key=key, backend="onnxruntime", precision="fp32", artifact=str(built.ort_path), batch=1,
+                    eval_data=str(built.eval_npz), options={"threads": 1}, measure=MeasureSettings(**m))
+
+
+def test_run_worker_ok(built, tmp_path):
+    out = run_worker(ort_spec(built), tmp_path / "cells", timeout_s=120)
+    assert out.returncode == 0
+    assert out.result.status == "ok", out.result.error
+    assert out.result.accuracy.top1 > 0.9
+    stem = "small_cnn__dense__onnxruntime__fp32__b1__local"
+    assert {p.name for p in (tmp_path / "cells").iterdir()} >= {f"{stem}.spec.json", f"{stem}.result.json", f"{stem}.stderr.txt"}
+
+
+def test_run_worker_times_out(built, tmp_path):
+    started = []
+    out = run_worker(ort_spec(built, min_seconds=60.0, max_seconds=120.0), tmp_path, timeout_s=3, on_start=started.append)
+    assert out.result.status == "failed"
+    assert "timed out after 3s" in out.result.error
+    assert out.returncode is None
+    [proc] = started
+    assert proc.poll() is not None  # the child was killed, not left running
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # and so was its process group
+
+
+def test_run_worker_killed_by_sigkill(built, tmp_path):
+    def kill(proc: subprocess.Popen) -> None:
+        os.kill(proc.pid, signal.SIGKILL)
+
+    out = run_worker(ort_spec(built), tmp_path, timeout_s=60, on_start=kill)
+    assert out.result.status == "failed"
+    assert "killed by SIGKILL" in out.result.error
+    assert out.returncode == -signal.SIGKILL
+
+
+def test_describe_exit():
+    assert describe_exit(3) == "worker exited with code 3 without a result"
+    assert "SIGSEGV" in describe_exit(-signal.SIGSEGV)
+    assert "out of memory" in describe_exit(-signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def broken_ort_run(built, tmp_path_factory):
+    """A real Runner run over a private copy of the cache whose ONNX artifact is garbage."""
+    tmp = tmp_path_factory.mktemp("broken-run")
+    home = tmp / "home"
+    shutil.copytree(built.cache_root, home / "cache")
+    broken = list((home / "cache" / "artifacts").glob("*/model.onnx"))
+    assert len(broken) == 1
+    broken[0].write_bytes(b"garbage, not protobuf" * 100)
+    suite = tmp / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "one-broken", "models": ["small_cnn"], "recipes": ["dense"], "backends": ["onnxruntime", "torch"],
+        "precisions": ["fp32", "int8"], "batch_sizes": [1], "measure": SMALL_MEASURE, "cell_timeout_s": 120,
+    }))
+    paths = Paths(home=home)
+    log: list[str] = []
+    runner = Runner(paths, log=log.append)
+    summary = runner.run(load_suite(suite))
+    return paths, runner, summary, broken[0], log
+
+
+def test_one_broken_artifact_fails_only_its_cell(broken_ort_run):
+    paths, runner, summary, broken, log = broken_ort_run
+    assert (summary.cells_ok, summary.cells_failed, summary.cells_skipped) == (1, 1, 2)
+    assert (summary.trained, summary.exported) == (0, 0)  # everything came from the copied cache
+    store = Store(paths.store_location)
+    run = store.run(summary.run_id)
+    assert run.status == "finished" and run.summary["cells_failed"] == 1
+    cells = {c.cell_key: c for c in store.cells(summary.run_id)}
+    assert len(cells) == 4
+    bad = cells["small_cnn/dense/onnxruntime/fp32/b1/local"]
+    assert bad.status == "failed" and str(broken) in bad.error
+    good = cells["small_cnn/dense/torch/fp32/b1/local"]
+    assert good.status == "ok" and good.error is None
+    assert good.result.accuracy.top1 > 0.9 and len(good.result.samples_ns) >= SMALL_MEASURE["min_runs"]
+    assert good.facts["artifact"]["export_check"]["ok"] is True and good.facts["model_key"]
+    for key in ("small_cnn/dense/onnxruntime/int8/b1/local", "small_cnn/dense/torch/int8/b1/local"):
+        assert cells[key].status == "skipped" and "int8" in cells[key].error
+    assert summary.failures == [f"small_cnn/dense/onnxruntime/fp32/b1/local: {bad.error}"]
+    assert "local" in store.environments(summary.run_id)
+    assert any("failed" in line and "onnxruntime/fp32" in line for line in log)
+
+
+def test_report_of_a_run_with_a_failed_cell(broken_ort_run):
+    paths, runner, summary, broken, log = broken_ort_run
+    out = render.write(runner.store, summary.run_id, paths.reports)
+    md = (out / "report.md").read_text()
+    assert "## Failed and skipped cells" in md
+    failures = md.split("## Failed and skipped cells", 1)[1]
+    assert "`small_cnn/dense/onnxruntime/fp32/b1/local` (failed)" in failures and str(broken) in failures
+    assert "`small_cnn/dense/torch/int8/b1/local` (skipped)" in failures
+    assert "`small_cnn/dense/torch/fp32/b1/local`" not in failures
+    table = [line for line in md.splitlines() if line.startswith("| small_cnn |")]
+    assert len(table) == 4
+    ok_rows = [line for line in table if "| torch | fp32 |" in line]
+    assert len(ok_rows) == 1 and "FAILED" not in ok_rows[0] and "SKIPPED" not in ok_rows[0]
+    assert any("| onnxruntime | fp32 | 1 | FAILED |" in line for line in table)
+
+
+def test_paths_layout(tmp_path):
+    p = Paths(home=tmp_path)
+    assert p.store_location == str(tmp_path / "edgebench.sqlite")
+    assert p.cache == tmp_path / "cache" and p.reports == tmp_path / "reports"
+    assert p.cells_dir("r1") == tmp_path / "runs" / "r1" / "cells"
+    assert Paths(home=tmp_path, store="sqlite:///x.db").store_location == "sqlite:///x.db"

@@ -1,0 +1,190 @@
+"""The cell worker (bench/worker.py): in process, and as the child process the runner starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebench.bench import worker
+from edgebench.bench.results import CellResult, MeasureSettings
+from edgebench.bench.stats import summarize
+from edgebench.bench.worker import CellSpec, run_cell
+
+
+def spec_for(built, backend: str = "onnxruntime", batch: int = 1, measure: MeasureSettings | None = None, **kw) -> CellSpec:
+    artifact = built.ort_path if backend == "onnxruntime" else built.torch_path
+    return CellSpec(
+        cell_key=f"small_cnn/dense/{backend}/fp32/b{batch}/local", backend=backend, precision="fp32",
+        artifact=str(kw.pop("artifact", artifact)), batch=batch, eval_data=str(built.eval_npz),
+        options={"threads": 1}, measure=measure or MeasureSettings(warmup_runs=2, warmup_seconds=0.0, min_runs=10, min_seconds=0.05),
+        **kw,
+    )
+
+
+def test_run_cell_ok_on_the_onnx_artifact(built, fast_measure):
+    r = run_cell(spec_for(built, measure=fast_measure))
+    assert r.status == "ok", r.error
+    assert r.error is None
+    assert len(r.samples_ns) >= fast_measure.min_runs
+    assert all(isinstance(v, int) and v > 0 for v in r.samples_ns)
+    assert r.latency == summarize(r.samples_ns, 1)
+    assert r.latency.n == len(r.samples_ns)
+    assert r.latency.min_ms <= r.latency.p50_ms <= r.latency.p90_ms <= r.latency.p99_ms <= r.latency.max_ms
+    assert r.warmup_runs >= fast_measure.warmup_runs
+    assert r.accuracy.n == 360 and r.accuracy.top1 > 0.9 and r.accuracy.top5 >= r.accuracy.top1
+    assert r.fidelity.top1_agreement > 0.98 and r.fidelity.max_abs_diff < 1e-4
+    assert r.fidelity.mean_abs_diff <= r.fidelity.max_abs_diff
+    m = r.memory
+    assert m.baseline_rss_mib > 0 and m.peak_rss_mib >= m.baseline_rss_mib and m.peak_rss_delta_mib >= 0
+    assert m.n_samples == len(r.memory_timeline) >= 1
+    assert r.load_s is not None and r.load_s > 0 and r.first_inference_s is not None and r.first_inference_s > 0
+    assert r.contention is not None and r.contention.logical_cpus >= 1
+    assert r.backend_info["version"] and r.backend_info["intra_op_threads"] == 1
+    # the result survives the JSON hop the runner makes
+    assert CellResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_run_cell_at_a_batch_that_does_not_divide_the_split(built, fast_measure):
+    """360 images at batch 7: the last batch is padded, yet accuracy counts exactly 360 images."""
+    r1 = run_cell(spec_for(built, measure=fast_measure))
+    r7 = run_cell(spec_for(built, batch=7, measure=fast_measure))
+    assert r7.status == "ok", r7.error
+    assert r7.accuracy.n == 360
+    assert r7.accuracy.top1 == pytest.approx(r1.accuracy.top1)
+    assert r7.latency.throughput_ips == pytest.approx(7 * r7.latency.n / (sum(r7.samples_ns) / 1e9))
+
+
+def test_evaluate_pads_the_last_batch(built):
+    from edgebench.backends import base
+
+    d = built.eval_data()
+    session = base.get("onnxruntime").load(built.ort_path, "fp32", {"threads": 1})
+    seen = []
+
+    class Spy:
+        def run(self, batch):
+            seen.append(batch.shape[0])
+            return session.run(batch)
+
+    out7 = worker.evaluate(Spy(), d["inputs"][:20], 7)
+    assert seen == [7, 7, 7]  # 7 + 7 + 6 real, padded to 7
+    out1 = worker.evaluate(session, d["inputs"][:20], 1)
+    assert out7.shape == (20, 10)
+    np.testing.assert_allclose(out7, out1, atol=1e-5)
+
+
+def test_warnings_flag_high_variance_and_caps(built):
+    s = MeasureSettings(warmup_runs=1, warmup_seconds=0.0, min_runs=1000, min_seconds=0.0, max_runs=5, cov_warn=1e-9)
+    r = run_cell(spec_for(built, measure=s))
+    assert r.status == "ok"
+    assert len(r.samples_ns) == 5
+    assert any("max_runs=5" in w for w in r.warnings)
+    assert any(w.startswith("high variance") for w in r.warnings)
+
+
+def test_corrupt_artifact_fails_naming_the_file(built, tmp_path, fast_measure):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x00\xffthis is not an onnx model" * 50)
+    r = run_cell(spec_for(built, artifact=bad, measure=fast_measure))
+    assert r.status == "failed"
+    assert str(bad) in r.error
+    assert "\n" not in r.error
+    assert r.latency is None and r.samples_ns == []
+    assert "traceback" in r.backend_info
+
+
+def test_missing_artifact_fails_naming_the_path(built, tmp_path, fast_measure):
+    missing = tmp_path / "gone" / "model.onnx"
+    r = run_cell(spec_for(built, artifact=missing, measure=fast_measure))
+    assert r.status == "failed"
+    assert str(missing) in r.error and "not found" in r.error
+
+
+def test_unavailable_backend_fails_with_the_reason(built, monkeypatch, fast_measure):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    r = run_cell(spec_for(built, measure=fast_measure))
+    assert r.status == "failed"
+    assert "onnxruntime" in r.error and "not installed" in r.error
+
+
+def test_spec_json_round_trip(built):
+    s = spec_for(built, batch=4)
+    back = CellSpec.from_json(s.to_json())
+    assert back == s and isinstance(back.measure, MeasureSettings)
+
+
+def test_main_rejects_an_invalid_spec(tmp_path, capsys):
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
+    assert worker.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a valid cell spec" in err
+
+
+# -- as a child process ------------------------------------------------------------------------
+
+HOST_ONLY = ("torch", "torch_pruning", "onnx", "onnxscript", "sklearn", "scipy")
+
+WRAPPER = """
+import json, sys
+from edgebench.bench.worker import main
+rc = main(["run", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"rc": rc, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def run_worker_child(built, tmp_path, backend):
+    spec = spec_for(built, backend=backend)
+    spec_path, out = tmp_path / f"{backend}.spec.json", tmp_path / f"{backend}.result.json"
+    spec_path.write_text(spec.to_json())
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(spec_path), str(out)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return info, CellResult.from_dict(json.loads(out.read_text()))
+
+
+def test_worker_child_for_onnxruntime_imports_no_host_libraries(built, tmp_path):
+    info, result = run_worker_child(built, tmp_path, "onnxruntime")
+    assert info["rc"] == 0 and result.status == "ok", result.error
+    assert "onnxruntime" in info["modules"]
+    leaked = sorted(set(HOST_ONLY) & set(info["modules"]))
+    assert leaked == [], f"the onnxruntime worker imported host-side libraries: {leaked}"
+
+
+def test_worker_child_for_torch_does_import_torch(built, tmp_path):
+    """Control for the test above: the same check does see torch when the cell needs it."""
+    info, result = run_worker_child(built, tmp_path, "torch")
+    assert result.status == "ok", result.error
+    assert "torch" in info["modules"]
+
+
+def test_worker_module_writes_result_file(built, tmp_path):
+    spec_path, out = tmp_path / "c.spec.json", tmp_path / "c.result.json"
+    spec_path.write_text(spec_for(built).to_json())
+    proc = subprocess.run([sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # the result goes to --out
+    r = CellResult.from_dict(json.loads(out.read_text()))
+    assert r.status == "ok" and r.accuracy.top1 > 0.9
+    assert not Path(str(out) + ".tmp").exists()
+
+
+def test_worker_probe_prints_a_fingerprint(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgebench.bench.worker", "probe"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fp = json.loads(proc.stdout)
+    for key in ("cpu_model", "logical_cpus", "backends", "python"):
+        assert key in fp
+    assert fp["python"] == sys.version.split()[0]
+    assert fp["logical_cpus"] >= 1
+    assert fp["backends"]["onnxruntime"]["available"] is True
+    assert fp["backends"]["torch"]["available"] is True

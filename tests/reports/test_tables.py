@@ -1,0 +1,111 @@
+"""Report rows (reports/tables.py): speedup and accuracy delta against the right dense reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgebench.bench.results import Accuracy, CellResult, LatencyStats
+from edgebench.bench.store import CellRecord
+from edgebench.reports.tables import by_target, rows_for
+
+
+def lat(p50: float) -> LatencyStats:
+    return LatencyStats(n=10, min_ms=p50 / 2, mean_ms=p50, std_ms=0.0, cov=0.0, p50_ms=p50, p90_ms=p50 * 1.1,
+                        p95_ms=p50 * 1.2, p99_ms=p50 * 1.3, max_ms=p50 * 2, throughput_ips=1000 / p50)
+
+
+def cell(recipe: str, backend: str, batch: int, p50: float, top1: float, target: str = "local", model: str = "m",
+         precision: str = "fp32", sparsity: float = 0.0, sparse_kernels: bool = False, status: str = "ok") -> CellRecord:
+    key = f"{model}/{recipe}/{backend}/{precision}/b{batch}/{target}"
+    if status != "ok":
+        return CellRecord(key, model, recipe, backend, precision, batch, target, status=status, error=f"{status} on purpose",
+                          result=CellResult.failed(f"{status} on purpose") if status == "failed" else None)
+    result = CellResult("ok", latency=lat(p50), accuracy=Accuracy(360, top1, None), backend_info={"sparse_kernels": sparse_kernels})
+    return CellRecord(key, model, recipe, backend, precision, batch, target, status="ok", options={"threads": 2},
+                      facts={"model": {"weight_sparsity": sparsity, "params": 100}, "artifact": {"size_bytes": 1234}},
+                      result=result)
+
+
+def by_key(rows):
+    return {(r.target, r.recipe, r.backend, r.batch): r for r in rows}
+
+
+def test_speedup_and_delta_against_the_matching_dense_row():
+    cells = [
+        cell("dense", "A", 1, p50=4.0, top1=0.90),
+        cell("sparse", "A", 1, p50=2.0, top1=0.85, sparsity=0.5),
+        cell("dense", "A", 8, p50=10.0, top1=0.91),
+        cell("sparse", "A", 8, p50=8.0, top1=0.91, sparsity=0.5),
+        cell("dense", "B", 1, p50=1.0, top1=0.92),
+        cell("sparse", "B", 1, p50=4.0, top1=0.95, sparsity=0.5),
+        cell("dense", "A", 1, p50=100.0, top1=0.50, target="board"),
+        cell("sparse", "A", 1, p50=50.0, top1=0.60, target="board", sparsity=0.5),
+    ]
+    rows = by_key(rows_for(cells))
+    # speedup = reference p50 / p50; delta = (top1 - reference top1) in percentage points
+    expect = {
+        ("local", "sparse", "A", 1): (4.0 / 2.0, -5.0),
+        ("local", "sparse", "A", 8): (10.0 / 8.0, 0.0),
+        ("local", "sparse", "B", 1): (1.0 / 4.0, 3.0),
+        ("board", "sparse", "A", 1): (100.0 / 50.0, 10.0),
+    }
+    for k, (speedup, delta) in expect.items():
+        assert rows[k].speedup_p50 == pytest.approx(speedup), k
+        assert rows[k].top1_delta_pts == pytest.approx(delta), k
+        assert rows[k].is_reference is False
+    for k, r in rows.items():
+        if r.recipe == "dense":
+            assert r.is_reference is True
+            assert r.speedup_p50 == pytest.approx(1.0) and r.top1_delta_pts == pytest.approx(0.0)
+
+
+def test_other_precision_or_model_is_not_a_reference():
+    cells = [
+        cell("dense", "A", 1, p50=4.0, top1=0.9, precision="fp16"),
+        cell("sparse", "A", 1, p50=2.0, top1=0.8),
+        cell("dense", "A", 1, p50=4.0, top1=0.9, model="other"),
+    ]
+    row = [r for r in rows_for(cells) if r.recipe == "sparse"][0]
+    assert row.speedup_p50 is None and row.top1_delta_pts is None
+
+
+def test_failed_reference_gives_no_speedup_and_failed_rows_keep_their_reason():
+    cells = [
+        cell("dense", "A", 1, p50=0, top1=0, status="failed"),
+        cell("sparse", "A", 1, p50=2.0, top1=0.8),
+        cell("sparse", "B", 1, p50=0, top1=0, status="skipped"),
+    ]
+    rows = by_key(rows_for(cells))
+    assert rows[("local", "sparse", "A", 1)].speedup_p50 is None
+    failed = rows[("local", "dense", "A", 1)]
+    assert failed.status == "failed" and failed.error == "failed on purpose" and failed.p50_ms is None
+    skipped = rows[("local", "sparse", "B", 1)]
+    assert skipped.status == "skipped" and skipped.error == "skipped on purpose" and skipped.speedup_p50 is None
+
+
+def test_sparse_not_used_warning():
+    cells = [
+        cell("dense", "A", 1, p50=1.0, top1=0.9, sparsity=0.0),
+        cell("sparse", "A", 1, p50=1.0, top1=0.9, sparsity=0.8),
+        cell("sparse", "B", 1, p50=1.0, top1=0.9, sparsity=0.8, sparse_kernels=True),
+        cell("tiny", "A", 1, p50=1.0, top1=0.9, sparsity=0.01),
+    ]
+    rows = by_key(rows_for(cells))
+    warned = [w for w in rows[("local", "sparse", "A", 1)].warnings if w.startswith("sparse-not-used")]
+    assert len(warned) == 1 and "80%" in warned[0] and "A" in warned[0]
+    for k in (("local", "dense", "A", 1), ("local", "sparse", "B", 1), ("local", "tiny", "A", 1)):
+        assert not any(w.startswith("sparse-not-used") for w in rows[k].warnings), k
+
+
+def test_row_fields_come_from_result_and_facts():
+    [row] = rows_for([cell("dense", "A", 1, p50=2.0, top1=0.9)])
+    assert (row.p50_ms, row.p90_ms, row.n) == (2.0, pytest.approx(2.2), 10)
+    assert row.size_bytes == 1234 and row.params == 100 and row.threads == 2 and row.top1 == 0.9
+
+
+def test_by_target_groups_in_order():
+    rows = rows_for([cell("dense", "A", 1, 1, 0.9, target="t2"), cell("dense", "A", 1, 1, 0.9, target="t1"),
+                     cell("sparse", "A", 1, 1, 0.9, target="t2")])
+    groups = by_target(rows)
+    assert list(groups) == ["t2", "t1"]
+    assert [r.recipe for r in groups["t2"]] == ["dense", "sparse"]
