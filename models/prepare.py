@@ -44,6 +44,18 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "pipeline": str(PIPELINE_VERSION)}
 
 
+def save_module(module: Any, arch: dict[str, Any], out: Path) -> None:
+    """``model.pt`` (state_dict) and ``arch.json`` (factory, kwargs, widths changed by pruning)."""
+    import torch
+
+    from edgebench.backends.torch_eager import build_module, resized_layers
+
+    base_arch = {k: v for k, v in arch.items() if k != "resized"}
+    full = {**base_arch, "resized": resized_layers(module, build_module(base_arch))}
+    torch.save(module.state_dict(), out / "model.pt")
+    (out / "arch.json").write_text(json.dumps(full, sort_keys=True))
+
+
 def model_facts(module: Any, example: np.ndarray) -> dict[str, Any]:
     """Parameters, non-zero parameters, sparsity and MACs of a PyTorch module."""
     import torch
@@ -127,8 +139,7 @@ class Preparer:
             train.seed_everything(0)
             module = build_module(arch)
             train.train(module, data, spec.train_epochs, spec.lr, seed=0)
-            torch.save(module.state_dict(), out / "model.pt")
-            (out / "arch.json").write_text(json.dumps(arch, sort_keys=True))
+            save_module(module, arch, out)
             reference = train.logits(module, data.x_test)
             np.savez(out / "eval.npz", inputs=data.x_test, labels=data.y_test, reference_logits=reference)
             np.save(out / "calibration.npy", data.calibration_subset())
@@ -159,9 +170,8 @@ class Preparer:
             t0 = time.perf_counter()
             train.seed_everything(recipe.seed)
             module = self._module(dense)
-            recipe_lib.apply(recipe, module, lambda m: train.train(m, data, recipe.finetune.epochs, recipe.finetune.lr, seed=recipe.seed))
-            torch.save(module.state_dict(), out / "model.pt")
-            (out / "arch.json").write_text((dense.dir / "arch.json").read_text())
+            module = recipe_lib.apply(recipe, module, self._context(recipe, data, dense))
+            save_module(module, json.loads((dense.dir / "arch.json").read_text()), out)
             return {
                 "top1_torch": train.top1(module, data),
                 "prune_s": time.perf_counter() - t0,
@@ -204,6 +214,31 @@ class Preparer:
         detail = f"max |diff| vs torch {check['max_abs_diff']:.1e}" if "max_abs_diff" in check else check.get("skipped", "")
         self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "exported", detail)
         return entry
+
+    def _context(self, recipe: recipe_lib.Recipe, data: datasets.Dataset, dense: Entry) -> recipe_lib.PruneContext:
+        import torch
+
+        from edgebench.models import train
+
+        ft = recipe.finetune
+        teacher = self._module(dense) if ft.distill is not None else None
+
+        def finetune(module: Any, epochs: int | None = None, lr: float | None = None, before_step: Any = None, after_step: Any = None) -> Any:
+            return train.train(
+                module, data, ft.epochs if epochs is None else epochs, ft.lr if lr is None else lr, seed=recipe.seed,
+                before_step=before_step, after_step=after_step, teacher=teacher,
+                kd_temperature=ft.distill.temperature if ft.distill else 4.0, kd_alpha=ft.distill.alpha if ft.distill else 0.0,
+            )
+
+        def batches(n: int, batch_size: int = 64):
+            gen = torch.Generator().manual_seed(recipe.seed)
+            order = torch.randperm(len(data.x_train), generator=gen)
+            for i in range(n):
+                idx = order[(i * batch_size) % len(order):][:batch_size]
+                yield torch.from_numpy(data.x_train[idx.numpy()]), torch.from_numpy(data.y_train[idx.numpy()])
+
+        example = torch.from_numpy(data.x_test[:1])
+        return recipe_lib.PruneContext(finetune=finetune, example=example, batches=batches)
 
     def _say(self, entry: Entry, what: str, verb: str, detail: str) -> None:
         state = f"cached ({entry.key[:8]})" if entry.hit else f"{verb} ({entry.key[:8]})"

@@ -23,9 +23,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Distill(Strict):
+    """Knowledge distillation from the dense model during fine-tuning (Hinton et al.)."""
+
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
 class FineTune(Strict):
     epochs: int = Field(0, ge=0, le=1000)
     lr: float = Field(0.01, gt=0, le=10)
+    distill: Distill | None = None
 
 
 class Recipe(Strict):
@@ -51,10 +59,27 @@ class MagnitudeParams(Strict):
     criterion: Literal["l1"] = "l1"
 
 
+@dataclass
+class PruneContext:
+    """What a pruning method may use besides the module and its params.
+
+    ``finetune(module, epochs=None, lr=None, before_step=None, after_step=None)`` trains on the
+    training split with the recipe's fine-tune settings (and its distillation teacher, if any) unless
+    overridden; ``example`` is one input batch (a torch tensor) for tracing; ``batches(n)`` yields
+    ``n`` (inputs, labels) training batches, e.g. for Taylor importance; ``classifier`` is the final
+    layer, which keeps its output width.
+    """
+
+    finetune: Callable[..., Any]
+    example: Any
+    batches: Callable[[int], Any]
+    classifier: Any = None
+
+
 @dataclass(frozen=True)
 class Method:
     params: type[Strict]
-    apply: Callable[[Any, Any, Any], Any]  # (module, params, train_fn) -> module
+    apply: Callable[[Any, Any, PruneContext], Any]  # (module, params, context) -> pruned module
 
 
 METHODS: dict[str, Method] = {}
@@ -76,12 +101,12 @@ def prunable_layers(module: Any) -> list[tuple[Any, str]]:
 
 
 @method("dense", DenseParams)
-def _dense(module: Any, params: DenseParams, finetune: Callable[[Any], Any]) -> Any:
+def _dense(module: Any, params: DenseParams, ctx: PruneContext) -> Any:
     return module
 
 
 @method("magnitude_unstructured", MagnitudeParams)
-def _magnitude(module: Any, params: MagnitudeParams, finetune: Callable[[Any], Any]) -> Any:
+def _magnitude(module: Any, params: MagnitudeParams, ctx: PruneContext) -> Any:
     """L1 magnitude pruning (``torch.nn.utils.prune``), fine-tuned under the mask, then made permanent."""
     from torch.nn.utils import prune
 
@@ -91,7 +116,7 @@ def _magnitude(module: Any, params: MagnitudeParams, finetune: Callable[[Any], A
     else:
         for layer, name in layers:
             prune.l1_unstructured(layer, name, amount=params.sparsity)
-    finetune(module)  # the masks' forward pre-hooks keep pruned weights at zero while training
+    ctx.finetune(module)  # the masks' forward pre-hooks keep pruned weights at zero while training
     for layer, name in layers:
         prune.remove(layer, name)
     return module
@@ -139,7 +164,7 @@ class _prefixed:
         return [{**e, "loc": ("params", *e["loc"])} for e in self._exc.errors()]
 
 
-def apply(recipe: Recipe, module: Any, finetune: Callable[[Any], Any]) -> Any:
-    """Apply ``recipe`` to ``module`` in place; ``finetune(module)`` trains it under the recipe's schedule."""
+def apply(recipe: Recipe, module: Any, ctx: PruneContext) -> Any:
+    """Apply ``recipe`` to ``module`` and return the pruned module (structured methods replace layers)."""
     m = METHODS[recipe.method]
-    return m.apply(module, m.params.model_validate(recipe.params), finetune)
+    return m.apply(module, m.params.model_validate(recipe.params), ctx)

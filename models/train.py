@@ -25,8 +25,18 @@ def train(
     batch_size: int = 64,
     weight_decay: float = 5e-4,
     after_step: Callable[[], None] | None = None,
+    before_step: Callable[[nn.Module], None] | None = None,
+    teacher: nn.Module | None = None,
+    kd_temperature: float = 4.0,
+    kd_alpha: float = 0.0,
 ) -> nn.Module:
-    """Train ``model`` in place on ``data``'s training split. ``after_step`` runs after each optimiser step."""
+    """Train ``model`` in place on ``data``'s training split.
+
+    ``before_step(model)`` runs between backward and the optimiser step (e.g. network slimming's L1
+    subgradient on BN scales); ``after_step()`` runs after it (e.g. re-applying a mask). With a
+    ``teacher`` and ``kd_alpha > 0`` the loss is Hinton's distillation loss:
+    ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+    """
     if epochs <= 0:
         return model
     gen = torch.Generator().manual_seed(seed)
@@ -42,13 +52,28 @@ def train(
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
+            out = model(x[idx])
+            loss = loss_fn(out, y[idx])
+            if teacher is not None and kd_alpha > 0:
+                loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(out, teacher, x[idx], kd_temperature)
+            loss.backward()
+            if before_step is not None:
+                before_step(model)
             opt.step()
             sched.step()
             if after_step is not None:
                 after_step()
     model.eval()
     return model
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence between softened teacher and student distributions, scaled by T^2."""
+    teacher.eval()
+    with torch.no_grad():
+        target = torch.softmax(teacher(inputs) / temperature, dim=1)
+    log_student = torch.log_softmax(student_logits / temperature, dim=1)
+    return nn.functional.kl_div(log_student, target, reduction="batchmean") * temperature**2
 
 
 @torch.inference_mode()

@@ -13,6 +13,13 @@ from edgebench.models.recipes import prunable_layers
 EXPECTED_BUILTINS = {"dense", "l1-unstructured-50", "l1-unstructured-80", "l1-unstructured-layer-50"}
 
 
+def ctx(finetune):
+    """A PruneContext whose fine-tune is the test's function (called with the module only)."""
+    import torch
+
+    return recipes.PruneContext(finetune=lambda module, **kw: finetune(module), example=torch.zeros(1, 3, 32, 32), batches=lambda n: iter(()))
+
+
 def fresh_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return zoo.small_cnn(num_classes=10).eval()
@@ -51,7 +58,7 @@ def test_prunable_layers_are_every_conv_and_linear():
 def test_global_sparsity_hits_target_and_prunes_smallest(sparsity):
     m = fresh_model()
     before = [l.weight.detach().clone() for l, _ in prunable_layers(m)]
-    recipes.apply(recipe(sparsity, "global"), m, no_finetune)
+    recipes.apply(recipe(sparsity, "global"), m, ctx(no_finetune))
     after = [l.weight.detach() for l, _ in prunable_layers(m)]
     total = sum(w.numel() for w in after)
     zeros = sum(int((w == 0).sum()) for w in after)
@@ -72,7 +79,7 @@ def test_global_sparsity_hits_target_and_prunes_smallest(sparsity):
 def test_layer_scope_hits_target_in_every_layer(sparsity):
     m = fresh_model(1)
     before = [l.weight.detach().clone() for l, _ in prunable_layers(m)]
-    recipes.apply(recipe(sparsity, "layer"), m, no_finetune)
+    recipes.apply(recipe(sparsity, "layer"), m, ctx(no_finetune))
     for (layer, _), b in zip(prunable_layers(m), before):
         w = layer.weight.detach()
         zeros = int((w == 0).sum())
@@ -83,7 +90,7 @@ def test_layer_scope_hits_target_in_every_layer(sparsity):
 def test_masks_are_made_permanent():
     m = fresh_model()
     clean_keys = set(fresh_model().state_dict())
-    recipes.apply(recipe(0.5, "global"), m, no_finetune)
+    recipes.apply(recipe(0.5, "global"), m, ctx(no_finetune))
     names = {n for n, _ in m.named_parameters()} | {n for n, _ in m.named_buffers()}
     assert not any(n.endswith(("weight_orig", "weight_mask")) for n in names)
     for layer, _ in prunable_layers(m):
@@ -114,7 +121,7 @@ def test_finetune_keeps_pruned_weights_at_zero():
         module.eval()
         return module
 
-    recipes.apply(recipe(0.6, "global", epochs=1), m, finetune)
+    recipes.apply(recipe(0.6, "global", epochs=1), m, ctx(finetune))
     assert "masks" in seen, "the fine-tune function was not called"
     total = zeros = 0
     for (layer, _), mask, orig in zip(prunable_layers(m), seen["masks"], seen["orig"]):
@@ -131,7 +138,7 @@ def test_dense_recipe_changes_nothing_and_does_not_finetune():
     m = fresh_model()
     state = {k: v.clone() for k, v in m.state_dict().items()}
     called = []
-    out = recipes.apply(recipes.load("dense"), m, lambda mod: called.append(mod))
+    out = recipes.apply(recipes.load("dense"), m, ctx(lambda mod: called.append(mod)))
     assert out is m and called == []
     for k, v in m.state_dict().items():
         assert torch.equal(v, state[k])
