@@ -153,6 +153,9 @@ def worker(ctx: typer.Context) -> None:
     raise typer.Exit(worker_main(list(ctx.args)))
 
 
+from edgebench.bench import cli_reports; cli_reports.register(app)  # noqa: E402,E702  (report commands: edgebench recommend)
+
+
 def main() -> None:
     try:
         app()

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
 from edgebench.bench.results import MeasureSettings
 
-DEFAULT_SUITE = Path(__file__).parent / "suites" / "default.yaml"
+SUITES = Path(__file__).parent / "suites"
+DEFAULT_SUITE = SUITES / "default.yaml"
 KNOWN_TARGETS = ("local",)
 
 
@@ -27,6 +28,32 @@ class Strict(BaseModel):
 class BackendRef(Strict):
     name: str
     threads: int | None = Field(None, ge=1, le=1024)
+
+
+class UserModel(Strict):
+    """A model of the user's: ``factory`` (+ optional ``weights`` state_dict), or a plain ``onnx`` file."""
+
+    name: str
+    factory: str | None = Field(None, description="'package.module:callable' returning an nn.Module")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(None, description="state_dict saved with torch.save(model.state_dict(), path)")
+    onnx: str | None = Field(None, description="a plain ONNX file: latency and fidelity on onnxruntime, no pruning")
+    dataset: str = Field("digits", description="built-in name, or a path to an .npz or an ImageFolder directory")
+    input_size: int = Field(32, ge=8, le=4096)
+    train_epochs: int | None = Field(None, ge=0, description="[default: 0 with weights or onnx, 10 otherwise]")
+    lr: float = Field(0.05, gt=0)
+
+
+class Sweep(Strict):
+    """One recipe, one parameter, many values: ``{recipe: l1-unstructured-50, param: sparsity, values: [...]}``."""
+
+    recipe: str
+    param: str
+    values: list[float] = Field(..., min_length=1)
+
+
+class SweepRef(Strict):
+    sweep: Sweep
 
 
 class Measure(Strict):
@@ -47,8 +74,8 @@ class Measure(Strict):
 class Suite(Strict):
     name: str = "custom"
     description: str = ""
-    models: list[str] = Field(..., min_length=1)
-    recipes: list[str] = Field(["dense"], min_length=1)
+    models: list[str | UserModel] = Field(..., min_length=1)
+    recipes: list[str | SweepRef] = Field(["dense"], min_length=1)
     backends: list[BackendRef] = Field(..., min_length=1)
     precisions: list[str] = Field(["fp32"], min_length=1)
     batch_sizes: list[int] = Field([1], min_length=1)
@@ -56,6 +83,9 @@ class Suite(Strict):
     threads: int | None = Field(None, ge=1, le=1024, description="default intra-op threads for every backend")
     measure: Measure = Field(default_factory=Measure)
     cell_timeout_s: float = Field(300.0, gt=0)
+
+    def model_names(self) -> list[str]:
+        return [m if isinstance(m, str) else m.name for m in self.models]
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -97,6 +127,7 @@ class LoadedSuite:
     source: Path
     text: str
     recipes: list[Any]
+    user_models: dict[str, Any] = field(default_factory=dict)  # name -> zoo.ZooEntry
 
     def cells(self) -> list[Cell]:
         """The full matrix, in a stable order (targets outermost so a board's cells run together)."""
@@ -104,7 +135,7 @@ class LoadedSuite:
         default_threads = s.threads or _default_threads()
         out = []
         for target in s.targets:
-            for model in s.models:
+            for model in s.model_names():
                 for recipe in self.recipes:
                     for ref in s.backend_refs():
                         for precision in s.precisions:
@@ -121,10 +152,86 @@ def _default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _importable_from(folder: Path) -> None:
+    """User factories may live beside the suite; the worker gets the same path (runner.py)."""
+    import sys
+
+    if str(folder.resolve()) not in sys.path:
+        sys.path.append(str(folder.resolve()))
+
+
+def _user_model(m: UserModel, source: Path, key: str) -> Any:
+    """Check a user model's fields and files now, so a typo fails before anything is trained."""
+    import importlib
+
+    from edgebench.models import data, zoo
+
+    if (m.factory is None) == (m.onnx is None):
+        raise ConfigError(f"{source}: {key}: give exactly one of factory (a PyTorch model) or onnx (a plain ONNX file)")
+    if m.name in zoo.ZOO:
+        raise ConfigError(f"{source}: {key}.name: {m.name!r} is a built-in model; give yours another name")
+
+    def resolve(p: str | None, what: str) -> str | None:
+        if p is None:
+            return None
+        path = Path(p) if Path(p).is_absolute() else source.parent / p
+        if not path.exists():
+            raise ConfigError(f"{source}: {key}.{what}: {path} not found; check the path (relative paths start at the suite's folder)")
+        return str(path.resolve())
+
+    weights, onnx = resolve(m.weights, "weights"), resolve(m.onnx, "onnx")
+    dataset = m.dataset if m.dataset in data.DATASETS else resolve(m.dataset, "dataset")
+    if m.factory is not None:
+        module_name, _, attr = m.factory.partition(":")
+        if not attr:
+            raise ConfigError(f"{source}: {key}.factory: {m.factory!r} is not 'package.module:callable'")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{source}: {key}.factory: cannot import {m.factory} ({exc}); install the package or put it beside the suite") from None
+        if not callable(fn):
+            raise ConfigError(f"{source}: {key}.factory: {m.factory} is not callable")
+    epochs = m.train_epochs if m.train_epochs is not None else (0 if (weights or onnx) else 10)
+    return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, onnx=onnx)
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES.glob("*.yaml"))
+
+
+def _suite_path(path: Path | None) -> Path:
+    """A path as given, or a built-in suite by name (``edgebench run sweep``)."""
+    if path is None:
+        return DEFAULT_SUITE
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and (SUITES / f"{path.name}.yaml").exists():
+        return SUITES / f"{path.name}.yaml"
+    return path
+
+
+def _expand_sweep(sweep: Sweep, source: Path) -> list[Any]:
+    """One recipe per value, named ``BASE@PARAM=VALUE``; a value of 0 is the dense model itself."""
+    from edgebench.models import recipes
+
+    base = recipes.load(sweep.recipe, base_dir=source.parent)
+    if sweep.param not in recipes.METHODS[base.method].params.model_fields:
+        known = ", ".join(recipes.METHODS[base.method].params.model_fields)
+        raise ConfigError(f"{sweep.recipe}: sweep.param: {base.method} has no parameter {sweep.param!r}; its parameters: {known}")
+    out = []
+    for value in sweep.values:
+        if value == 0:
+            continue  # the dense reference row is the 0% point of every curve
+        data = base.model_dump()
+        data["name"] = f"{base.name.rsplit('-', 1)[0] if base.name[-1].isdigit() else base.name}@{sweep.param}={value:g}"
+        data["params"] = {**data["params"], sweep.param: value}
+        out.append(recipes.parse(data, f"{sweep.recipe} (sweep {sweep.param}={value:g})"))
+    return out
+
+
 def _reject_repeats(suite: Suite, source: Path) -> None:
     """Each axis value once: a repeated one would give two cells with the same key."""
     axes = {
-        "models": suite.models, "backends": [b.name for b in suite.backends], "precisions": suite.precisions,
+        "models": suite.model_names(), "backends": [b.name for b in suite.backends], "precisions": suite.precisions,
         "batch_sizes": suite.batch_sizes, "targets": suite.targets,
     }
     for key, values in axes.items():
@@ -141,17 +248,22 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
     from edgebench.backends import base
     from edgebench.models import recipes, zoo
 
-    source = Path(path) if path is not None else DEFAULT_SUITE
+    source = _suite_path(path)
     data = load_yaml(source)
+    _importable_from(source.parent)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc, {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields)}) from None
+        known = {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields), "models": list(UserModel.model_fields)}
+        raise from_validation_error(source, exc, known) from None
     _reject_repeats(suite, source)
 
-    for i, name in enumerate(suite.models):
-        if name not in zoo.ZOO:
-            raise ConfigError(f"{source}: models[{i}]: unknown model {name!r}; built-in models: {', '.join(sorted(zoo.ZOO))}")
+    user_models = {}
+    for i, model in enumerate(suite.models):
+        if isinstance(model, UserModel):
+            user_models[model.name] = _user_model(model, source, f"models[{i}]")
+        elif model not in zoo.ZOO:
+            raise ConfigError(f"{source}: models[{i}]: unknown model {model!r}; built-in models: {', '.join(sorted(zoo.ZOO))}, or a mapping with name and factory (or onnx)")
     for i, ref in enumerate(suite.backend_refs()):
         if ref.name not in base.names():
             raise ConfigError(f"{source}: backends[{i}]: unknown backend {ref.name!r}; known backends: {', '.join(base.names())}")
@@ -161,11 +273,14 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
     resolved = []
     for i, ref in enumerate(suite.recipes):
         try:
-            resolved.append(recipes.load(ref, base_dir=source.parent))
+            if isinstance(ref, SweepRef):
+                resolved.extend(_expand_sweep(ref.sweep, source))
+            else:
+                resolved.append(recipes.load(ref, base_dir=source.parent))
         except ConfigError as exc:
             raise ConfigError(f"{source}: recipes[{i}]: {exc}") from None
     names = [r.name for r in resolved]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: recipes: two recipes are both named {dupes[0]!r}; give each recipe a unique name")
-    return LoadedSuite(suite, source, source.read_text(), resolved)
+    return LoadedSuite(suite, source, source.read_text(), resolved, user_models)

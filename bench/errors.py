@@ -22,13 +22,40 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+_SCALARS = {"str", "int", "float", "bool"}
+
+
+def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
+    # pydantic names the union branch after a list index: ("models", 0, "UserModel", "weights").
+    part = loc[i]
+    return isinstance(part, str) and i > 0 and isinstance(loc[i - 1], int) and (part in _SCALARS or part[:1].isupper())
+
+
+def _without_union_noise(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Plain locations, and no "should be a valid string" where the user wrote a mapping on purpose."""
+    cleaned = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        tags = [loc[i] for i in range(len(loc)) if _is_union_tag(loc, i)]
+        plain = tuple(p for i, p in enumerate(loc) if not _is_union_tag(loc, i) and not (isinstance(p, str) and p.startswith("function-")))
+        cleaned.append(({**e, "loc": plain}, tags[-1] if tags else None))
+    mapped = {e["loc"] for e, tag in cleaned if tag and tag not in _SCALARS}
+    out = []
+    for e, tag in cleaned:
+        item = e["loc"]
+        if tag in _SCALARS and any(m[: len(item)] == item for m in mapped):
+            continue
+        out.append(e)
+    return out
+
+
 def from_validation_error(source: str | Path, exc: Any, known_keys: dict[str, list[str]] | None = None) -> ConfigError:
     """Turn a pydantic ValidationError into one ConfigError line per problem (first ones shown)."""
     lines = []
     # An unknown key usually explains a "missing" one (a typo), so it is said first.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    errors = sorted(_without_union_noise(exc.errors()), key=lambda e: e["type"] != "extra_forbidden")
     for err in errors[:5]:
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = err["loc"]
         key = _key_path(loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -7,6 +7,7 @@ every finished cell is already in the store.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -58,16 +59,23 @@ class ChildOutcome:
     stderr_tail: str = ""
 
 
-def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None) -> ChildOutcome:
-    """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result."""
+def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None,
+               pythonpath: list[str] | None = None) -> ChildOutcome:
+    """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result.
+
+    ``pythonpath`` adds folders the worker must import from (a user's model factory beside the suite).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     stem = spec.cell_key.replace("/", "__")
     spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
     spec_path.write_text(spec.to_json())
     out_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out_path)]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         if on_start is not None:
             on_start(proc)
         try:
@@ -94,8 +102,6 @@ def describe_exit(code: int) -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    import os
-
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -139,6 +145,7 @@ class Runner:
         self.progress = progress
         self.store = Store(paths.store_location)
         self.run_id: str | None = None
+        self._pythonpath: list[str] = []
 
     def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None) -> RunSummary:
         from edgebench.models.cache import Cache
@@ -159,7 +166,8 @@ class Runner:
             for target in loaded.suite.targets:
                 self.store.add_environment(run_id, target, probe_local())
             cells = loaded.cells()
-            preparer = Preparer(Cache(self.paths.cache), log=self.log)
+            preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
+            self._pythonpath = [str(loaded.source.parent.resolve())] if loaded.user_models else []
             settings = loaded.measure_settings()
             task = self.progress.add_task("cells", total=len(cells)) if self.progress else None
             for cell in cells:
@@ -181,6 +189,7 @@ class Runner:
 
     def _run_cell(self, cell: Cell, preparer: Any, settings: MeasureSettings, run_id: str, timeout_s: float, on_start: Any) -> CellRecord:
         from edgebench.backends import base
+        from edgebench.models.prepare import NotApplicable
 
         record = CellRecord(cell.key, cell.model, cell.recipe.name, cell.backend, cell.precision, cell.batch, cell.target,
                             status="skipped", options=dict(cell.options), started_at=now())
@@ -198,6 +207,10 @@ class Runner:
             dense = preparer.dense(cell.model)
             model = preparer.pruned(cell.model, cell.recipe)
             art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision)
+        except NotApplicable as exc:
+            record.error, record.finished_at = str(exc), now()
+            self.log(f"{cell.key}: skipped - {record.error}")
+            return record
         except Exception as exc:  # a model the exporter cannot handle fails its cells, not the run
             record.status, record.error, record.finished_at = "failed", f"preparing the artifact failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}", now()
             self.log(f"{cell.key}: failed - {record.error}")
@@ -207,7 +220,7 @@ class Runner:
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
                         eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
-        outcome = run_worker(spec, self.paths.cells_dir(run_id), timeout_s, on_start)
+        outcome = run_worker(spec, self.paths.cells_dir(run_id), timeout_s, on_start, pythonpath=self._pythonpath)
         record.result = outcome.result
         record.status = outcome.result.status
         record.error = outcome.result.error

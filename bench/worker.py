@@ -63,11 +63,13 @@ def evaluate(session: Any, inputs: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs).astype(np.float64)
 
 
-def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None) -> tuple[Accuracy, Fidelity | None]:
+def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> tuple[Accuracy | None, Fidelity | None]:
     from edgebench.bench.stats import topk_accuracy
 
     classes = logits.shape[1]
-    acc = Accuracy(n=int(len(labels)), top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5) if classes > 5 else None)
+    acc = None
+    if labels is not None:
+        acc = Accuracy(n=int(len(labels)), top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5) if classes > 5 else None)
     if reference is None:
         return acc, None
     diff = np.abs(logits - reference)
@@ -97,7 +99,7 @@ def run_cell(spec: CellSpec) -> CellResult:
             return CellResult.failed(f"{artifact}: artifact not found; rebuild it with `edgebench run` on the host")
         data = np.load(spec.eval_data)
         inputs = np.ascontiguousarray(data["inputs"], dtype=np.float32)
-        labels = data["labels"]
+        labels = data["labels"] if "labels" in data.files else None  # latency-only models have none
         reference = data["reference_logits"] if "reference_logits" in data.files else None
 
         sampler = MemorySampler(settings.rss_interval_s, settings.uss_interval_s).start()

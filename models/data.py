@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    has_labels: bool = True  # False: synthetic inputs for latency only, no accuracy
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -57,12 +59,83 @@ def digits(size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Dataset
     return Dataset("digits", np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test, 10)
 
 
-DATASETS = {"digits": digits}
+def synthetic(size: int = 224, n_train: int = 32, n_test: int = 16, num_classes: int = 1000, seed: int = 0) -> Dataset:
+    """Seeded random images for latency-only models: shapes are real, accuracy is meaningless."""
+    rng = np.random.default_rng(seed)
+    x_train = rng.standard_normal((n_train, 3, size, size), dtype=np.float32)
+    x_test = rng.standard_normal((n_test, 3, size, size), dtype=np.float32)
+    y_train = rng.integers(0, num_classes, n_train)
+    y_test = rng.integers(0, num_classes, n_test)
+    return Dataset("synthetic", x_train, y_train, x_test, y_test, num_classes, has_labels=False)
 
 
-def load(name: str) -> Dataset:
-    """A built-in dataset by name; KeyError lists the known ones."""
+def from_npz(path: Path, size: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A user's ``.npz``: ``x_train, y_train, x_test, y_test`` or ``x, y`` (split here, stratified).
+
+    Inputs are float32 NCHW, already normalised as the model expects; labels are class indices.
+    """
+    from sklearn.model_selection import train_test_split
+
     try:
-        return DATASETS[name]()
+        z = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npz ({exc}); save it with numpy.savez(path, x=..., y=...)") from None
+    keys = set(z.files)
+    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+        parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    elif {"x", "y"} <= keys:
+        x, y = z["x"], z["y"]
+        strat = y if np.bincount(y.astype(np.int64)).min() >= 2 else None
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
+        parts = [x_tr, y_tr, x_te, y_te]
+    else:
+        raise ValueError(f"{path}: expected arrays x, y (or x_train, y_train, x_test, y_test), found {', '.join(sorted(keys)) or 'none'}")
+    x_tr, y_tr, x_te, y_te = parts
+    if x_tr.ndim != 4 or x_te.shape[1:] != x_tr.shape[1:]:
+        raise ValueError(f"{path}: inputs must be NCHW images of one shape, got {x_tr.shape} and {x_te.shape}")
+    if size is not None and x_tr.shape[-1] != size:
+        raise ValueError(f"{path}: images are {x_tr.shape[-2]}x{x_tr.shape[-1]}, the model expects {size}x{size}; resize them or set input_size")
+    classes = int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset(path.stem, np.ascontiguousarray(x_tr, np.float32), y_tr.astype(np.int64), np.ascontiguousarray(x_te, np.float32), y_te.astype(np.int64), classes)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def from_image_folder(root: Path, size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """An ImageFolder tree (``root/CLASS/*.png``): RGB, resized to ``size``, scaled to [-1, 1], split stratified."""
+    from PIL import Image
+    from sklearn.model_selection import train_test_split
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{root}: no class folders; expected {root}/<class>/<image files>")
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+                xs.append(arr.transpose(2, 0, 1) * 2 - 1)
+                ys.append(label)
+    if len(set(ys)) < 2 or len(ys) < 5:
+        raise ValueError(f"{root}: need images in at least two class folders, found {len(ys)} images in {len(set(ys))}")
+    x, y = np.stack(xs).astype(np.float32), np.asarray(ys, np.int64)
+    strat = y if np.bincount(y).min() >= 2 else None
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
+    return Dataset(root.name, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te, len(classes))
+
+
+DATASETS = {"digits": digits, "synthetic": synthetic}
+
+
+def load(name: str, size: int | None = None) -> Dataset:
+    """A built-in dataset by name, or a user's ``.npz`` file or ImageFolder directory by path."""
+    path = Path(name)
+    if name not in DATASETS and path.exists():
+        return from_image_folder(path, size or 32) if path.is_dir() else from_npz(path, size)
+    try:
+        make = DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; built-in datasets: {', '.join(sorted(DATASETS))}") from None
+        raise KeyError(f"unknown dataset {name!r}; built-in datasets: {', '.join(sorted(DATASETS))}, or a path to an .npz or an image folder") from None
+    return make(size) if size is not None else make()

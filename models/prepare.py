@@ -20,8 +20,12 @@ from edgebench.models import recipes as recipe_lib
 from edgebench.models.cache import Cache, Entry
 
 # Bump when training, pruning or export code changes what a cached entry would contain.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 EXPORT_TOLERANCE = 1e-4
+
+
+class NotApplicable(ValueError):
+    """This cell cannot exist for this model (e.g. pruning a plain ONNX file): skipped, not failed."""
 
 
 @dataclass
@@ -83,8 +87,15 @@ class Preparer:
     cache: Cache
     log: Callable[[str], None] = print
     counters: Counters = field(default_factory=Counters)
-    _datasets: dict[str, datasets.Dataset] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # user models by name; the zoo otherwise
+    _datasets: dict[tuple[str, int | None], datasets.Dataset] = field(default_factory=dict)
     _done: dict[tuple[Any, ...], Entry] = field(default_factory=dict)
+
+    def spec(self, model_name: str) -> Any:
+        """The model's spec: a user model given in the suite, else the built-in zoo entry."""
+        from edgebench.models import zoo
+
+        return self.models.get(model_name) or zoo.entry(model_name)
 
     def _once(self, key: tuple[Any, ...], make: Callable[[], Entry]) -> Entry:
         """Each step runs (and is logged and counted) once per run, however many cells need it."""
@@ -92,10 +103,10 @@ class Preparer:
             self._done[key] = make()
         return self._done[key]
 
-    def dataset(self, name: str) -> datasets.Dataset:
-        if name not in self._datasets:
-            self._datasets[name] = datasets.load(name)
-        return self._datasets[name]
+    def dataset(self, name: str, size: int | None = None) -> datasets.Dataset:
+        if (name, size) not in self._datasets:
+            self._datasets[(name, size)] = datasets.load(name, size)
+        return self._datasets[(name, size)]
 
     def _module(self, entry: Entry) -> Any:
         import torch
@@ -120,14 +131,17 @@ class Preparer:
         return self._once(key, lambda: self._artifact(model_name, recipe, backend_name, precision))
 
     def _dense(self, model_name: str) -> Entry:
-        from edgebench.models import train, zoo
+        from edgebench.models import train
 
-        spec = zoo.entry(model_name)
-        data = self.dataset(spec.dataset)
-        arch = {"factory": spec.factory, "kwargs": spec.kwargs}
+        spec = self.spec(model_name)
+        data = self.dataset(spec.dataset, spec.input_size)
+        if spec.onnx:
+            return self._dense_onnx(model_name, spec, data)
+        arch = spec.arch()
         payload = {
             "model": model_name, "arch": arch, "dataset": spec.dataset, "data_hash": data.content_hash(),
             "epochs": spec.train_epochs, "lr": spec.lr, "seed": 0, **_versions(),
+            "weights": _file_hash(spec.weights) if spec.weights else None,
         }
 
         def build(out: Path) -> dict[str, Any]:
@@ -135,33 +149,42 @@ class Preparer:
 
             from edgebench.backends.torch_eager import build_module
 
+            _check_input_shape(model_name, build_module(arch), data)
             t0 = time.perf_counter()
             train.seed_everything(0)
             module = build_module(arch)
+            if spec.weights:
+                _load_user_weights(module, Path(spec.weights))
             train.train(module, data, spec.train_epochs, spec.lr, seed=0)
             save_module(module, arch, out)
             reference = train.logits(module, data.x_test)
-            np.savez(out / "eval.npz", inputs=data.x_test, labels=data.y_test, reference_logits=reference)
+            labels = {"labels": data.y_test} if data.has_labels else {}  # no labels: latency only
+            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
             np.save(out / "calibration.npy", data.calibration_subset())
             return {
-                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)),
+                "latency_only": not data.has_labels,
+                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
                 "train_s": time.perf_counter() - t0,
                 **model_facts(module, data.x_test[:1]),
+                "effective_sparsity": 0.0,
+                "macs_ratio": 1.0,
             }
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
-        self._say(entry, f"dense {model_name}", "trained", f"top-1 {entry.manifest['facts']['top1_torch']:.2%}")
+        self._say(entry, f"dense {model_name}", "trained", _top1_text(entry))
         return entry
 
     def _pruned(self, model_name: str, recipe: recipe_lib.Recipe) -> Entry:
-        from edgebench.models import train, zoo
+        from edgebench.models import train
 
         dense = self.dense(model_name)
         if recipe.method == "dense":
             return dense
-        spec = zoo.entry(model_name)
-        data = self.dataset(spec.dataset)
+        spec = self.spec(model_name)
+        if spec.onnx:
+            raise NotApplicable(f"{spec.onnx}: recipe {recipe.name!r} needs the PyTorch model; give factory and weights for {model_name} instead of an ONNX file")
+        data = self.dataset(spec.dataset, spec.input_size)
         payload = {"dense": dense.key, "recipe": recipe.identity(), **_versions()}
 
         def build(out: Path) -> dict[str, Any]:
@@ -172,15 +195,22 @@ class Preparer:
             module = self._module(dense)
             module = recipe_lib.apply(recipe, module, self._context(recipe, data, dense))
             save_module(module, json.loads((dense.dir / "arch.json").read_text()), out)
+            facts = model_facts(module, data.x_test[:1])
+            base = dense.manifest["facts"]
             return {
-                "top1_torch": train.top1(module, data),
+                "latency_only": not data.has_labels,
+                "top1_torch": train.top1(module, data) if data.has_labels else None,
                 "prune_s": time.perf_counter() - t0,
-                **model_facts(module, data.x_test[:1]),
+                **facts,
+                # Against the dense model, so channel pruning (fewer params) and unstructured
+                # pruning (zeroed params) sit on one axis.
+                "effective_sparsity": 1 - facts["nonzero_params"] / base["params"],
+                "macs_ratio": facts["macs"] / base["macs"],
             }
 
         entry = self.cache.get_or_build("pruned", payload, build)
         self.counters.note(entry, "pruned")
-        self._say(entry, f"{recipe.name} {model_name}", "pruned", f"top-1 {entry.manifest['facts']['top1_torch']:.2%}")
+        self._say(entry, f"{recipe.name} {model_name}", "pruned", _top1_text(entry))
         return entry
 
     def _artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str) -> Entry:
@@ -190,6 +220,8 @@ class Preparer:
         model = self.pruned(model_name, recipe)
         dense = self.dense(model_name)
         backend = base.get(backend_name)
+        if self.spec(model_name).onnx:
+            return self._onnx_artifact(model_name, model, backend_name, precision)
         payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version}
 
         def build(out: Path) -> dict[str, Any]:
@@ -215,15 +247,58 @@ class Preparer:
         self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "exported", detail)
         return entry
 
+    def _dense_onnx(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
+        """A user's plain ONNX model: kept as given, its own outputs are the fidelity reference."""
+        import shutil
+
+        from edgebench.backends import base
+        from edgebench.bench.worker import evaluate
+
+        src = Path(spec.onnx)
+        payload = {"model": model_name, "onnx": _file_hash(src), "dataset": spec.dataset, "data_hash": data.content_hash(), "pipeline": str(PIPELINE_VERSION)}
+
+        def build(out: Path) -> dict[str, Any]:
+            for f in [src] + [p for p in [src.with_name(src.name + ".data")] if p.exists()]:
+                shutil.copy2(f, out / f.name)
+            backend = base.get("onnxruntime")
+            try:
+                session = backend.load(out / src.name, "fp32", {"threads": 1})
+                reference = evaluate(session, data.x_test, 1)
+            except Exception as exc:
+                raise ValueError(f"{src}: onnxruntime cannot run it on {data.input_shape} inputs ({' '.join(str(exc).split())[:300]}); check input_size and the file") from None
+            labels = {"labels": data.y_test} if data.has_labels else {}
+            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
+            return {
+                "onnx_file": src.name, "latency_only": not data.has_labels,
+                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
+                **_onnx_facts(out / src.name),
+            }
+
+        entry = self.cache.get_or_build("dense", payload, build)
+        self.counters.note(entry, "trained")
+        self._say(entry, f"onnx {model_name}", "imported", _top1_text(entry))
+        return entry
+
+    def _onnx_artifact(self, model_name: str, dense: Entry, backend_name: str, precision: str) -> Entry:
+        if backend_name != "onnxruntime" or precision != "fp32":
+            raise NotApplicable(f"{model_name} is a plain ONNX file: it runs on onnxruntime fp32 only; give factory and weights to export it for {backend_name}/{precision}")
+        name = dense.manifest["facts"]["onnx_file"]
+        files = [dense.dir / name] + [p for p in [dense.dir / (name + ".data")] if p.exists()]
+        facts = {"artifact": name, "files": [f.name for f in files], "size_bytes": sum(f.stat().st_size for f in files),
+                 "export_check": {"skipped": "user ONNX file: it is its own reference"}}
+        return Entry("artifacts", dense.key, dense.dir, {"facts": facts}, hit=True)
+
     def _context(self, recipe: recipe_lib.Recipe, data: datasets.Dataset, dense: Entry) -> recipe_lib.PruneContext:
         import torch
 
         from edgebench.models import train
 
         ft = recipe.finetune
-        teacher = self._module(dense) if ft.distill is not None else None
+        teacher = self._module(dense) if ft.distill is not None and data.has_labels else None
 
         def finetune(module: Any, epochs: int | None = None, lr: float | None = None, before_step: Any = None, after_step: Any = None) -> Any:
+            if not data.has_labels:
+                return module  # latency-only model: training on random labels would only add noise
             return train.train(
                 module, data, ft.epochs if epochs is None else epochs, ft.lr if lr is None else lr, seed=recipe.seed,
                 before_step=before_step, after_step=after_step, teacher=teacher,
@@ -243,6 +318,66 @@ class Preparer:
     def _say(self, entry: Entry, what: str, verb: str, detail: str) -> None:
         state = f"cached ({entry.key[:8]})" if entry.hit else f"{verb} ({entry.key[:8]})"
         self.log(f"{what}: {state}, {detail}")
+
+
+def _file_hash(path: str | Path) -> str:
+    import hashlib
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: file not found; check the path in the suite")
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def _load_user_weights(module: Any, path: Path) -> None:
+    """Load a user's state_dict; a TorchScript archive or a pickled model gets a one-line fix."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable state_dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), path)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict; save one with torch.save(model.state_dict(), path)")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{path}: does not fit the factory's model ({first}); check factory kwargs such as num_classes") from None
+
+
+def _check_input_shape(model_name: str, module: Any, data: datasets.Dataset) -> None:
+    """Fail early, naming the model and the data, when the images do not fit the model."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.from_numpy(data.x_test[:1]))
+    except Exception as exc:
+        raise ValueError(f"{model_name}: the model does not accept {data.name} inputs of shape {data.input_shape} ({' '.join(str(exc).split())[:200]}); set input_size or use matching data") from None
+    if data.has_labels and out.shape[-1] < data.num_classes:
+        raise ValueError(f"{model_name}: the model has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes; set num_classes in kwargs")
+
+
+def _onnx_facts(path: Path) -> dict[str, Any]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    params = int(sum(a.size for a in arrays))
+    nonzero = int(sum(np.count_nonzero(a) for a in arrays))
+    return {"params": params, "nonzero_params": nonzero, "sparsity": 1 - nonzero / params if params else 0.0,
+            "weight_sparsity": 1 - nonzero / params if params else 0.0, "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
+
+
+def _top1_text(entry: Entry) -> str:
+    top1 = entry.manifest["facts"].get("top1_torch")
+    return "latency only (no dataset)" if top1 is None else f"top-1 {top1:.2%}"
 
 
 def _check_export(backend: Any, path: Path, precision: str, module: Any, inputs: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""Report commands of the ``edgebench`` command line: ``edgebench recommend``.
+
+``bench/cli.py`` calls :func:`register` once; the options ``--home``/``--store`` and the way a run is named
+(an id, a unique prefix, or ``latest``) are the same as for ``show`` and ``report``.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+class ObjectiveChoice(str, Enum):
+    p90 = "p90"
+    throughput = "throughput"
+    energy = "energy"
+    size = "size"
+
+
+def register(app: typer.Typer) -> None:
+    from edgebench.bench.cli import HomeOpt, StoreOpt, _paths, console
+
+    @app.command()
+    def recommend(
+        run_id: str = typer.Argument("latest", metavar="RUN", help="Run id, a unique prefix, or 'latest'."),
+        target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target to recommend for (repeatable) [default: every target of the run]."),
+        max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Largest top-1 drop, in percentage points, vs the dense cell of the same backend (fp32)."),
+        no_accuracy_limit: bool = typer.Option(False, "--no-accuracy-limit", help="Rank on the objective alone (e.g. latency-only models without labels)."),
+        max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Largest peak RSS, e.g. 512MB, 512MiB, 1.5GiB, or a number of MiB."),
+        objective: ObjectiveChoice = typer.Option(ObjectiveChoice.p90, "--objective", help="What to optimise: p90 latency per batch, throughput (items/s), energy per item, or artifact size."),
+        batch: Optional[int] = typer.Option(None, "--batch", help="Only consider this batch size."),
+        model: Optional[str] = typer.Option(None, "--model", help="Only this model [default: one answer per model]."),
+        as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+        home: Optional[Path] = HomeOpt,
+        store: Optional[str] = StoreOpt,
+    ) -> None:
+        """The best recipe / backend / precision / batch per target, its margin over the runner-up, and why
+        every other cell was excluded. A win needs the 95% bootstrap interval of the latency ratio to exclude 1;
+        otherwise it is reported as a tie. The HTML report's Recommendation section is the same computation
+        with the default options.
+
+        Exit code 0 with an answer (a win or a tie) for every target, 1 when a target has no candidate that meets the constraints, 2 for an unknown run or target or a malformed option.
+        """
+        from edgebench.bench.store import Store
+        from edgebench.reports import recommend as rec_mod
+        from edgebench.reports import tables
+        from edgebench.reports.stats import Bootstrapper
+
+        constraints = rec_mod.Constraints(
+            max_accuracy_drop_pts=None if no_accuracy_limit else max_accuracy_drop,
+            max_memory_mib=rec_mod.parse_memory(max_memory) if max_memory is not None else None,
+            objective=objective.value, batch=batch, max_memory_text=max_memory,
+        )
+        report = tables.load(Store(_paths(home, store).store_location), run_id, with_samples=True)
+        targets = list(target or dict.fromkeys(r.target for r in report.rows))
+        boot = Bootstrapper()
+        recs = [r for t in targets for r in rec_mod.recommend(report, t, constraints, model=model, bootstrapper=boot)]
+        if as_json:
+            console.print_json(json.dumps([r.to_dict() for r in recs], default=str))
+        else:
+            console.print(rec_mod.format_text(recs), markup=False, end="")
+        if any(r.verdict == "none" for r in recs):
+            raise typer.Exit(1)
