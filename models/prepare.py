@@ -231,6 +231,11 @@ class Preparer:
             inputs = np.load(dense.dir / "eval.npz")["inputs"]
             art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out)
             export_s = time.perf_counter() - t0
+            if recipe.method == "semi_structured_2_4" and art.path.suffix == ".onnx":
+                from edgebench.models.sparsity_check import check_2_4_onnx
+
+                # Verify the pattern in what the runtime will load, after BN folding, not in PyTorch.
+                art.facts["pattern_2_4"] = {**check_2_4_onnx(art.path).to_dict(), "path": art.path.name}
             return {
                 "artifact": art.path.name,
                 "files": [f.name for f in art.files],
