@@ -5,9 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= prune,onnxruntime,dev
+EXTRAS ?= prune,onnxruntime,report,dev
 
-.PHONY: install demo test test-fast bench constraints clean
+.PHONY: install demo test test-fast bench constraints browser clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: $(STAMP)
 
 constraints: $(STAMP)
 	$(PIP) freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' | { echo "# Pinned versions for the host venv that 'make' builds (Python 3.11, CPU)."; echo "# torch is the local CPU wheel: an unpinned torch pulls multi-GB CUDA wheels."; echo "# Regenerate with 'make constraints' after changing dependencies."; cat; } > constraints.txt
+
+# Debian's Chromium for the HTML report test (playwright drives /usr/bin/chromium; it downloads no browser).
+APT := apt-get -o DPkg::Lock::Timeout=600
+browser:
+	command -v chromium >/dev/null || { $(APT) update && $(APT) install -y chromium; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -58,6 +58,7 @@ def run(
         if runner is not None and runner.run_id is not None:
             report_dir = render.write(runner.store, runner.run_id, paths.reports)
             console.print(f"report: {report_dir / 'report.md'}", markup=False)
+            console.print(f"html:   {report_dir / 'report.html'}", markup=False)
     built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
@@ -143,6 +144,7 @@ def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOp
     paths = _paths(home, store)
     out = render.write(Store(paths.store_location), run_id, paths.reports)
     console.print(f"report: {out / 'report.md'}", markup=False)
+    console.print(f"html:   {out / 'report.html'}", markup=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

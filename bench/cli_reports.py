@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         boot = Bootstrapper()
         recs = [r for t in targets for r in rec_mod.recommend(report, t, constraints, model=model, bootstrapper=boot)]
         if as_json:
-            console.print_json(json.dumps([r.to_dict() for r in recs], default=str))
+            typer.echo(json.dumps([r.to_dict() for r in recs], indent=2, default=str))
         else:
             console.print(rec_mod.format_text(recs), markup=False, end="")
         if any(r.verdict == "none" for r in recs):

@@ -206,6 +206,8 @@ class Preparer:
                 # pruning (zeroed params) sit on one axis.
                 "effective_sparsity": 1 - facts["nonzero_params"] / base["params"],
                 "macs_ratio": facts["macs"] / base["macs"],
+                # what the method says it did: 2:4 eligible/ineligible layers, channel widths, BN scales
+                "prune_report": getattr(module, "_edgebench_prune_report", None),
             }
 
         entry = self.cache.get_or_build("pruned", payload, build)
@@ -222,7 +224,8 @@ class Preparer:
         backend = base.get(backend_name)
         if self.spec(model_name).onnx:
             return self._onnx_artifact(model_name, model, backend_name, precision)
-        payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version}
+        payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version,
+                   "quantize": recipe.quantize.model_dump() if getattr(recipe, "quantize", None) else None}
 
         def build(out: Path) -> dict[str, Any]:
             t0 = time.perf_counter()

@@ -1,18 +1,21 @@
 """Pruning recipes: small YAML documents, validated, applied to a trained model.
 
-A recipe names a ``method`` with its ``params``, an optional ``finetune`` and a ``seed``. The same
-recipe on the same model, data and seed gives the same checkpoint, cached by content hash. Methods
-register with :func:`method`; the built-in library is ``models/recipes/*.yaml`` and users pass a path.
+A recipe names a ``method`` with its ``params``, an optional ``schedule`` (one-shot, iterative or
+AGP), an optional ``finetune`` (with optional distillation), an optional ``quantize`` request for the
+export step, and a ``seed``. The same recipe on the same model, data and seed gives the same
+checkpoint, cached by content hash. Methods register with :func:`method`; the algorithms live in
+``models/pruning.py``; the built-in library is ``models/recipes/*.yaml`` and users pass a path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
 
@@ -36,17 +39,60 @@ class FineTune(Strict):
     distill: Distill | None = None
 
 
+class Schedule(Strict):
+    """How the target is reached: ``one_shot`` (one step), ``iterative`` (``steps`` equal increments)
+    or ``agp`` (Zhu & Gupta's cubic ramp ``s_t = s_f (1 - (1 - t/n)^3)``), with ``epochs_per_step``
+    fine-tuning epochs between steps; the recipe's ``finetune`` runs after the last step."""
+
+    kind: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    steps: int = Field(1, ge=1, le=100)
+    epochs_per_step: int = Field(0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Schedule:
+        if self.kind == "one_shot" and self.steps != 1:
+            raise PydanticCustomError("schedule", "one_shot prunes in one step, got steps: {steps}; use kind: iterative or agp for several steps", {"steps": self.steps})
+        if self.kind == "one_shot" and self.epochs_per_step:
+            raise PydanticCustomError("schedule", "one_shot has no steps to fine-tune between; remove epochs_per_step (finetune.epochs runs after pruning)")
+        if self.kind != "one_shot" and self.steps < 2:
+            raise PydanticCustomError("schedule", "{kind} needs steps >= 2, got {steps}; set steps or use kind: one_shot", {"kind": self.kind, "steps": self.steps})
+        return self
+
+
+class Quantize(Strict):
+    """Quantisation requested for the exported model (consumed by the export backends, not here).
+
+    ``precision`` int8 or fp16; ``calibration`` how int8 activation ranges are chosen from the
+    calibration subset (ignored for fp16); ``qat``: quantisation-aware fine-tuning with fake-quant
+    modules, applied only where the export path supports it (the others quantise after training).
+    Validated and stored here; no pruning method reads it.
+    """
+
+    precision: Literal["int8", "fp16"]
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    qat: bool = False
+
+
 class Recipe(Strict):
     name: str
     description: str = ""
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
+    schedule: Schedule = Field(default_factory=Schedule)
     finetune: FineTune = Field(default_factory=FineTune)
+    quantize: Quantize | None = None
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
-        """What determines the pruned checkpoint (the description does not)."""
-        return self.model_dump(exclude={"description"})
+        """What determines the pruned checkpoint: not the description, not ``quantize`` unless it asks
+        for QAT (post-training quantisation happens at export), and not a default one-shot schedule
+        (so one-shot recipes keep the cache keys they had before schedules existed)."""
+        out = self.model_dump(exclude={"description"})
+        if self.quantize is None or not self.quantize.qat:
+            del out["quantize"]
+        if self.schedule == Schedule():
+            del out["schedule"]
+        return out
 
 
 class DenseParams(Strict):
@@ -59,6 +105,26 @@ class MagnitudeParams(Strict):
     criterion: Literal["l1"] = "l1"
 
 
+class ChannelParams(Strict):
+    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of each layer's output channels removed (torch-pruning's pruning_ratio)")
+    importance: Literal["l1", "l2", "fpgm", "taylor"] = "l2"
+    global_: bool = Field(False, alias="global", description="rank channels across layers instead of within each layer")
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep channel counts multiples of this")
+
+
+class SemiStructuredParams(Strict):
+    n: Literal[2] = 2
+    m: Literal[4] = 4
+    criterion: Literal["l1"] = "l1"
+
+
+class SlimmingParams(Strict):
+    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of channels removed, ranked by |BN scale|")
+    l1: float = Field(1e-4, ge=0.0, le=1.0, description="L1 penalty on BatchNorm scales during sparsity training")
+    epochs: int = Field(..., ge=0, le=1000, description="sparsity-regularised training epochs before pruning")
+    global_: bool = Field(True, alias="global", description="one |gamma| threshold across layers (the paper's choice)")
+
+
 @dataclass
 class PruneContext:
     """What a pruning method may use besides the module and its params.
@@ -68,26 +134,34 @@ class PruneContext:
     overridden; ``example`` is one input batch (a torch tensor) for tracing; ``batches(n)`` yields
     ``n`` (inputs, labels) training batches, e.g. for Taylor importance; ``classifier`` is the final
     layer, which keeps its output width.
+    layer, which keeps its output width (None: the last Linear). ``schedule`` is the recipe's
+    :class:`Schedule`, filled in by :func:`apply`.
     """
 
     finetune: Callable[..., Any]
     example: Any
     batches: Callable[[int], Any]
     classifier: Any = None
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True)
 class Method:
     params: type[Strict]
     apply: Callable[[Any, Any, PruneContext], Any]  # (module, params, context) -> pruned module
+    schedules: tuple[str, ...] = ("one_shot",)
 
 
 METHODS: dict[str, Method] = {}
+ALL_SCHEDULES = ("one_shot", "iterative", "agp")
 
 
-def method(name: str, params: type[Strict]) -> Callable[[Callable], Callable]:
+def method(name: str, params: type[Strict], schedules: tuple[str, ...] = ("one_shot",)) -> Callable[[Callable], Callable]:
+    """Register ``fn(module, params, ctx) -> module`` as ``name``; ``schedules`` are the schedule
+    kinds it supports (it reads the steps from ``ctx.schedule``)."""
+
     def deco(fn: Callable) -> Callable:
-        METHODS[name] = Method(params, fn)
+        METHODS[name] = Method(params, fn, tuple(schedules))
         return fn
 
     return deco
@@ -105,21 +179,37 @@ def _dense(module: Any, params: DenseParams, ctx: PruneContext) -> Any:
     return module
 
 
-@method("magnitude_unstructured", MagnitudeParams)
+@method("magnitude_unstructured", MagnitudeParams, schedules=ALL_SCHEDULES)
 def _magnitude(module: Any, params: MagnitudeParams, ctx: PruneContext) -> Any:
-    """L1 magnitude pruning (``torch.nn.utils.prune``), fine-tuned under the mask, then made permanent."""
-    from torch.nn.utils import prune
+    """L1 magnitude pruning (``torch.nn.utils.prune``) to the schedule's targets, fine-tuned under the
+    masks, then made permanent."""
+    from edgebench.models import pruning
 
-    layers = prunable_layers(module)
-    if params.scope == "global":
-        prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=params.sparsity)
-    else:
-        for layer, name in layers:
-            prune.l1_unstructured(layer, name, amount=params.sparsity)
-    ctx.finetune(module)  # the masks' forward pre-hooks keep pruned weights at zero while training
-    for layer, name in layers:
-        prune.remove(layer, name)
-    return module
+    return pruning.magnitude_unstructured(module, params.sparsity, params.scope, ctx.schedule, ctx)
+
+
+@method("channel", ChannelParams, schedules=ALL_SCHEDULES)
+def _channel(module: Any, params: ChannelParams, ctx: PruneContext) -> Any:
+    """Structured channel pruning on torch-pruning's dependency graph: the module shrinks."""
+    from edgebench.models import pruning
+
+    return pruning.channel(module, params.ratio, params.importance, params.global_, params.round_to, ctx.schedule, ctx)
+
+
+@method("semi_structured_2_4", SemiStructuredParams)
+def _semi_structured(module: Any, params: SemiStructuredParams, ctx: PruneContext) -> Any:
+    """2:4 sparsity along the input channels of every eligible Conv2d/Linear (one-shot only)."""
+    from edgebench.models import pruning
+
+    return pruning.semi_structured(module, params.n, params.m, ctx)
+
+
+@method("network_slimming", SlimmingParams, schedules=ALL_SCHEDULES)
+def _slimming(module: Any, params: SlimmingParams, ctx: PruneContext) -> Any:
+    """Network slimming: L1 on BN scales while training, then remove the smallest-|gamma| channels."""
+    from edgebench.models import pruning
+
+    return pruning.network_slimming(module, params.ratio, params.l1, params.epochs, params.global_, ctx.schedule, ctx)
 
 
 def builtin_names() -> list[str]:
@@ -138,19 +228,30 @@ def load(ref: str, base_dir: Path | None = None) -> Recipe:
     return parse(load_yaml(path), path)
 
 
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
 def parse(data: dict[str, Any], source: str | Path) -> Recipe:
-    """Validate a recipe mapping, including its method's params."""
+    """Validate a recipe mapping: its keys, schedule, quantize, method, the method's params and
+    whether the method supports the schedule. Errors are one line naming ``source`` and the key."""
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc, {"": list(Recipe.model_fields), "finetune": list(FineTune.model_fields)}) from None
+        known = {"": _keys(Recipe), "finetune": _keys(FineTune), "finetune.distill": _keys(Distill),
+                 "schedule": _keys(Schedule), "quantize": _keys(Quantize)}
+        raise from_validation_error(source, exc, known) from None
     m = METHODS.get(recipe.method)
     if m is None:
         raise ConfigError(f"{source}: method: unknown method {recipe.method!r}; choose one of: {', '.join(sorted(METHODS))}")
     try:
         m.params.model_validate(recipe.params)
     except ValidationError as exc:
-        raise from_validation_error(source, _prefixed(exc), {"params": list(m.params.model_fields)}) from None
+        raise from_validation_error(source, _prefixed(exc), {"params": _keys(m.params)}) from None
+    if recipe.schedule.kind not in m.schedules:
+        supported = ", ".join(m.schedules)
+        fix = "remove schedule (one-shot is the default)" if m.schedules == ("one_shot",) else f"use one of: {supported}"
+        raise ConfigError(f"{source}: schedule.kind: method {recipe.method!r} does not support schedule kind {recipe.schedule.kind} (supported: {supported}); {fix}")
     return recipe
 
 
@@ -165,6 +266,9 @@ class _prefixed:
 
 
 def apply(recipe: Recipe, module: Any, ctx: PruneContext) -> Any:
-    """Apply ``recipe`` to ``module`` and return the pruned module (structured methods replace layers)."""
+    """Apply ``recipe`` to ``module`` and return the pruned module (structured methods shrink layers
+    in place). The method reads the recipe's schedule from ``ctx.schedule``."""
     m = METHODS[recipe.method]
-    return m.apply(module, m.params.model_validate(recipe.params), ctx)
+    if recipe.schedule.kind not in m.schedules:
+        raise ValueError(f"method {recipe.method!r} does not support schedule kind {recipe.schedule.kind}")
+    return m.apply(module, m.params.model_validate(recipe.params), replace(ctx, schedule=recipe.schedule))

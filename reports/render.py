@@ -57,7 +57,14 @@ def _fingerprint_line(fp: dict[str, Any]) -> str:
             f"{backends}; edgebench {fp.get('edgebench_version')} @ {fp.get('edgebench_commit')}")
 
 
-def markdown(report: RunReport) -> str:
+def recommendations(report: RunReport, bootstrapper: Any = None) -> dict[str, list[Any]]:
+    """The default-constraint recommendation per target (the HTML section's, and ``edgebench recommend``'s)."""
+    from edgebench.reports.recommend import Constraints, recommend
+
+    return {t: recommend(report, t, Constraints(), bootstrapper=bootstrapper) for t in by_target(report.rows)}
+
+
+def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str:
     run = report.run
     s = run.summary or {}
     out = [
@@ -71,6 +78,16 @@ def markdown(report: RunReport) -> str:
         "Latency is per batch (ms); speedup and Δtop-1 are against the dense reference (ref) of the same "
         "model, backend, precision and batch. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
     ]
+    if recs:
+        from edgebench.reports.recommend import describe_margin
+
+        out += ["", "## Recommendation", "",
+                "p90 latency, top-1 drop of at most 1 pt vs dense on the same backend (`edgebench recommend` for other constraints; "
+                "report.html for the ranked candidates and exclusions). A tie means the bootstrap interval of the latency ratio includes 1.", ""]
+        for target, items in recs.items():
+            for rec in items:
+                margin = describe_margin(rec)
+                out.append(f"- `{target}` / {rec.model}: **{rec.headline()}** ({rec.verdict}{'; ' + margin if margin else ''})")
     for target, rows in by_target(report.rows).items():
         out += ["", f"## Target `{target}`", "", f"Environment: {_fingerprint_line(report.environments.get(target, {}))}", ""]
         out.append("| " + " | ".join(HEADERS) + " |")
@@ -95,12 +112,20 @@ def markdown(report: RunReport) -> str:
 
 
 def write(store: Store, run_id: str, reports_root: Path) -> Path:
-    """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder."""
-    report = load(store, run_id)
+    """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder:
+    ``report.md``, ``report.json``, ``cells.csv``, ``samples.csv`` and the self-contained ``report.html``."""
+    from edgebench.reports import html
+    from edgebench.reports.stats import Bootstrapper
+
+    report = load(store, run_id, with_samples=True)
     out = Path(reports_root) / report.run.id
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(report))
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    boot = Bootstrapper()  # each cell's bootstrap replicates, computed once for all three files
+    recs = recommendations(report, boot)
+    (out / "report.md").write_text(markdown(report, recs))
+    data = report.to_dict()
+    data["recommendations"] = {t: [r.to_dict() for r in items] for t, items in recs.items()}
+    (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
     names = [f.name for f in fields(Row)]
     with open(out / "cells.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names)
@@ -112,7 +137,8 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
     with open(out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell_key", "idx", "latency_ns"])
-        for cell in store.cells(report.run.id, with_samples=True):
-            for i, v in enumerate(cell.result.samples_ns if cell.result else []):
-                writer.writerow([cell.cell_key, i, v])
+        for row in report.rows:
+            for i, v in enumerate(report.samples.get(row.cell_key, [])):
+                writer.writerow([row.cell_key, i, v])
+    html.write(report, out, boot)
     return out

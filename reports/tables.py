@@ -58,6 +58,9 @@ class Row:
     other_cpu_share: float | None = None
     speedup_p50: float | None = None
     top1_delta_pts: float | None = None
+    # Energy per item, filled when a target has an energy sampler (none has yet): the recommendation's
+    # ``energy`` objective reads it and says so when it is missing.
+    energy_mj_per_item: float | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -90,7 +93,28 @@ def _row(cell: CellRecord) -> Row:
     row.warnings = list(r.warnings)
     if (row.weight_sparsity or 0) >= 0.05 and not r.backend_info.get("sparse_kernels", False):
         row.warnings.append(f"sparse-not-used: {row.weight_sparsity:.0%} zero weights stored and run dense by {row.backend}; no speedup expected from them")
+    delegation = _delegation_warning(r.backend_info)
+    if delegation:
+        row.warnings.append(delegation)
     return row
+
+
+def _delegation_warning(info: dict[str, Any]) -> str | None:
+    """``ops not delegated`` when a backend reports operators left off its accelerator/delegate.
+
+    Backends describe this in ``describe()``: ``undelegated_ops`` (a count or a list of op names),
+    ``delegated_ops`` / ``total_ops``, or ``fully_accelerated: false``.
+    """
+    und = info.get("undelegated_ops", info.get("ops_not_delegated"))
+    if isinstance(und, (list, tuple)) and und:
+        names = sorted({str(o) for o in und})
+        return f"ops not delegated: {len(und)} op(s) run outside the delegate ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+    if isinstance(und, (int, float)) and not isinstance(und, bool) and und > 0:
+        total = info.get("total_ops")
+        return f"ops not delegated: {int(und)}{f' of {total}' if total else ''} op(s) run outside the delegate"
+    if info.get("fully_accelerated") is False:
+        return "ops not delegated: the runtime reports the model is not fully accelerated"
+    return None
 
 
 def _reference_key(row: Row) -> tuple[Any, ...]:
@@ -112,6 +136,29 @@ def rows_for(cells: list[CellRecord]) -> list[Row]:
     return rows
 
 
+def accuracy_reference(row: Row, rows: list[Row]) -> tuple[Row | None, str]:
+    """The dense row a candidate's accuracy drop is measured against, and how it was chosen.
+
+    Preferred: the dense cell of the same target, model and backend at full precision (fp32) and the same
+    batch, so quantisation loss counts as a drop too; then the same backend at another batch or
+    precision; then dense on another backend (said so). ``(None, reason)`` when no dense cell ran.
+    """
+    dense = [r for r in rows if r.is_reference and r.status == "ok" and r.top1 is not None
+             and r.target == row.target and r.model == row.model]
+    if not dense:
+        return None, f"no dense reference of {row.model} ran on target {row.target}"
+
+    def rank(r: Row) -> tuple[int, int, int, int]:
+        return (r.backend != row.backend, r.precision != "fp32", r.precision != row.precision, r.batch != row.batch)
+
+    ref = min(dense, key=rank)
+    if ref.backend == row.backend:
+        how = f"dense on {ref.backend}" + (f" {ref.precision}" if ref.precision != row.precision else "")
+    else:
+        how = f"dense on {ref.backend} (no dense {row.backend} cell ran)"
+    return ref, how
+
+
 def by_target(rows: list[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for row in rows:
@@ -124,6 +171,8 @@ class RunReport:
     run: RunRecord
     environments: dict[str, dict[str, Any]]
     rows: list[Row]
+    samples: dict[str, list[int]] = field(default_factory=dict)  # cell key -> latency samples (ns), when loaded
+    tracebacks: dict[str, str] = field(default_factory=dict)  # cell key -> the worker's traceback of a failed cell
 
     def to_dict(self) -> dict[str, Any]:
         run = asdict(self.run)
@@ -137,6 +186,11 @@ class RunReport:
         }
 
 
-def load(store: Store, run_id: str) -> RunReport:
+def load(store: Store, run_id: str, with_samples: bool = False) -> RunReport:
+    """A stored run's rows; ``with_samples`` also loads every latency sample (for plots and statistics)."""
     run = store.run(run_id)
-    return RunReport(run, store.environments(run.id), rows_for(store.cells(run.id, with_samples=False)))
+    cells = store.cells(run.id, with_samples=with_samples)
+    samples = {c.cell_key: list(c.result.samples_ns) for c in cells if c.result and c.result.samples_ns} if with_samples else {}
+    tracebacks = {c.cell_key: str(c.result.backend_info["traceback"]) for c in cells
+                  if c.status != "ok" and c.result and c.result.backend_info.get("traceback")}
+    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks)

@@ -54,7 +54,7 @@ def report_dir(tmp_path):
 def test_files_are_written_in_the_run_folder(report_dir, tmp_path):
     out, _ = report_dir
     assert out == tmp_path / "reports" / RUN
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.csv"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.csv", "report.html"}
 
 
 def test_markdown_has_a_table_per_target_with_reference_rows(report_dir):

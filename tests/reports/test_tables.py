@@ -109,3 +109,55 @@ def test_by_target_groups_in_order():
     groups = by_target(rows)
     assert list(groups) == ["t2", "t1"]
     assert [r.recipe for r in groups["t2"]] == ["dense", "sparse"]
+
+
+def test_ops_not_delegated_warning():
+    from edgebench.reports.tables import _delegation_warning
+
+    assert _delegation_warning({}) is None
+    assert _delegation_warning({"undelegated_ops": 0}) is None and _delegation_warning({"fully_accelerated": True}) is None
+    assert _delegation_warning({"undelegated_ops": 3, "total_ops": 40}) == "ops not delegated: 3 of 40 op(s) run outside the delegate"
+    assert _delegation_warning({"undelegated_ops": ["DEPTHWISE_CONV_2D", "MEAN", "DEPTHWISE_CONV_2D"]}).startswith(
+        "ops not delegated: 3 op(s) run outside the delegate (DEPTHWISE_CONV_2D, MEAN)")
+    assert "not fully accelerated" in _delegation_warning({"fully_accelerated": False})
+    c = cell("dense", "A", 1, p50=1.0, top1=0.9)
+    c.result.backend_info["undelegated_ops"] = 2
+    [row] = rows_for([c])
+    assert any(w.startswith("ops not delegated: 2") for w in row.warnings)
+
+
+def test_accuracy_reference_prefers_same_backend_fp32():
+    from edgebench.reports.tables import accuracy_reference
+
+    rows = rows_for([
+        cell("dense", "A", 1, p50=1.0, top1=0.90),
+        cell("dense", "A", 1, p50=0.5, top1=0.88, precision="int8"),
+        cell("dense", "B", 1, p50=1.0, top1=0.91),
+        cell("sparse", "A", 8, p50=1.0, top1=0.85, precision="int8"),
+        cell("sparse", "C", 1, p50=1.0, top1=0.85),
+    ])
+    by = {(r.recipe, r.backend, r.precision, r.batch): r for r in rows}
+    ref, how = accuracy_reference(by[("sparse", "A", "int8", 8)], rows)
+    assert (ref.backend, ref.precision, ref.batch) == ("A", "fp32", 1) and how == "dense on A fp32"
+    ref, how = accuracy_reference(by[("sparse", "C", "fp32", 1)], rows)
+    assert ref.backend in ("A", "B") and "no dense C cell ran" in how
+    assert accuracy_reference(by[("sparse", "C", "fp32", 1)], [r for r in rows if not r.is_reference]) == (None, "no dense reference of m ran on target local")
+
+
+def test_load_with_samples(tmp_path):
+    import datetime as dt
+
+    from edgebench.bench.store import RunRecord, Store
+    from edgebench.reports.tables import load
+
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(RunRecord("r1", "u", "/x.yaml", "", "finished", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)))
+    c = cell("dense", "A", 1, p50=1.0, top1=0.9)
+    c.result.samples_ns = [3, 1, 2]
+    f = cell("dense", "B", 1, p50=0, top1=0, status="failed")
+    f.result.backend_info["traceback"] = "Traceback: boom"
+    store.add_cell("r1", c)
+    store.add_cell("r1", f)
+    assert load(store, "r1").samples == {}
+    full = load(store, "r1", with_samples=True)
+    assert full.samples == {c.cell_key: [3, 1, 2]} and full.tracebacks == {f.cell_key: "Traceback: boom"}

@@ -1,0 +1,166 @@
+"""The recommendation (reports/recommend.py): constraints, exclusions with reasons, ties vs wins."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import ok_cell, samples_ns
+
+from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.results import CellResult
+from edgebench.bench.store import CellRecord, RunRecord
+from edgebench.reports import tables
+from edgebench.reports.recommend import Constraints, format_text, parse_memory, recommend, same_computation
+from edgebench.reports.tables import RunReport, rows_for
+
+RUN = RunRecord("r1", "unit", "/x/unit.yaml", "", "finished", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+
+
+def report_of(cells: list[CellRecord]) -> RunReport:
+    return RunReport(RUN, {}, rows_for(cells), {c.cell_key: list(c.result.samples_ns) for c in cells if c.result and c.result.samples_ns})
+
+
+def one(report: RunReport, target: str = "local", **constraints):
+    [rec] = recommend(report, target, Constraints(**constraints))
+    return rec
+
+
+def test_identical_distributions_on_two_backends_tie():
+    s = samples_ns(1.0, 500, seed=1)
+    cells = [ok_cell("m", "dense", "A", 1, s, 0.9), ok_cell("m", "dense", "B", 1, list(s), 0.9)]
+    rec = one(report_of(cells))
+    assert rec.verdict == "tie"
+    assert {c.row.cell_key for c in rec.tied} == {"m/dense/A/fp32/b1/local", "m/dense/B/fp32/b1/local"}
+    assert rec.headline().startswith("tie between 2:")
+    ci = rec.runner_up.vs_best[0]
+    assert ci.includes_one and ci.ratio == pytest.approx(1.0)
+    assert rec.margin() is None  # nobody outside the tie to beat
+    assert "TIE" in format_text([rec])
+
+
+def test_clearly_separated_is_a_win_with_the_right_margin():
+    cells = [ok_cell("m", "dense", "slow", 1, samples_ns(2.0, 400, seed=1), 0.9),
+             ok_cell("m", "dense", "fast", 1, samples_ns(1.0, 400, seed=2), 0.9)]
+    rec = one(report_of(cells))
+    assert rec.verdict == "win" and rec.best.row.backend == "fast" and rec.runner_up.row.backend == "slow"
+    factor, ci = rec.margin()
+    assert factor == pytest.approx(2.0, rel=0.05) and 1 < ci.low <= factor <= ci.high
+    assert [c.statistic for c in rec.runner_up.vs_best] == ["p90", "median"]
+    assert all(c.separated for c in rec.runner_up.vs_best)
+    text = format_text([rec])
+    assert "best: dense / fast / fp32 / batch 1" in text
+    assert f"verdict: WIN; {factor:.2f}x lower p90 than the runner-up (dense / slow / fp32 / batch 1), 95% CI {ci.low:.2f}-{ci.high:.2f}x" in text
+
+
+def test_runs_of_the_same_computation_tie_even_when_the_interval_excludes_one():
+    # dense and unstructured-50 on one backend: zeros run dense; this run happened to time them apart.
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(1.10, 400, seed=1), 0.9),
+             ok_cell("m", "sparse-50", "A", 1, samples_ns(1.00, 400, seed=2), 0.9, sparsity=0.5)]
+    rows = rows_for(cells)
+    assert same_computation(rows[0], rows[1])
+    rec = one(report_of(cells))
+    assert rec.runner_up.vs_best[0].separated  # statistically apart in this run...
+    assert rec.verdict == "tie" and rec.runner_up.same_compute  # ...but physically the same work
+    assert any("same computation" in n for n in rec.notes)
+    assert any("highest top-1 is dense / A" in n for n in rec.notes)  # the tie-break prefers the reference
+
+
+def test_channel_pruned_model_is_not_the_same_computation():
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(2.0, 300, seed=1), 0.9),
+             ok_cell("m", "channel-50", "A", 1, samples_ns(1.0, 300, seed=2), 0.895, params=12000, macs=1_400_000)]
+    rec = one(report_of(cells))
+    assert rec.verdict == "win" and rec.best.row.recipe == "channel-50"
+    assert rec.best.drop_pts == pytest.approx(0.5)
+
+
+def test_exclusions_and_their_reasons():
+    cells = [
+        ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90, rss=100),
+        ok_cell("m", "lossy", "A", 1, samples_ns(0.5, 200, seed=2), 0.85, rss=100, params=100, macs=100),
+        ok_cell("m", "big", "A", 1, samples_ns(0.6, 200, seed=3), 0.90, rss=900, params=100, macs=100),
+        ok_cell("m", "ok-1", "A", 1, samples_ns(1.0, 200, seed=4), 0.895, rss=100, params=100, macs=100),
+        CellRecord("m/dense/B/fp32/b1/local", "m", "dense", "B", "fp32", 1, "local", "failed", error="worker killed by SIGKILL",
+                   result=CellResult.failed("worker killed by SIGKILL")),
+        CellRecord("m/dense/A/int8/b1/local", "m", "dense", "A", "int8", 1, "local", "skipped", error="A supports fp32, not int8"),
+    ]
+    rec = one(report_of(cells), max_accuracy_drop_pts=1.0, max_memory_mib=parse_memory("512MiB"))
+    assert rec.best.row.recipe == "ok-1" and rec.verdict == "win"
+    why = {e.row.cell_key: e.reason for e in rec.excluded}
+    assert "5.00 pts below dense on A (90.00%); limit 1 pts" in why["m/lossy/A/fp32/b1/local"]
+    assert why["m/big/A/fp32/b1/local"] == "peak RSS 900 MiB over the limit of 512 MiB"
+    assert why["m/dense/B/fp32/b1/local"] == "failed: worker killed by SIGKILL"
+    assert why["m/dense/A/int8/b1/local"] == "skipped: A supports fp32, not int8"
+    text = format_text([rec])
+    assert "excluded:" in text and "peak RSS 900 MiB over the limit of 512 MiB" in text
+    # loosen the accuracy limit and the lossy cell wins
+    assert one(report_of(cells), max_accuracy_drop_pts=None).best.row.recipe == "lossy"
+
+
+def test_accuracy_drop_counts_against_fp32_dense_of_the_same_backend():
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90),
+             ok_cell("m", "dense", "A", 1, samples_ns(1.0, 200, seed=2), 0.87, precision="int8", params=1, macs=1)]
+    rec = one(report_of(cells))
+    assert rec.best.row.precision == "fp32"
+    assert "3.00 pts below dense on A fp32" in rec.excluded[0].reason
+
+
+def test_energy_without_a_sampler_says_so():
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(1.0, 100, seed=1), 0.9)]
+    rec = one(report_of(cells), objective="energy")
+    assert rec.verdict == "none" and rec.best is None
+    assert rec.excluded[0].reason == "no energy measurement: target local has no energy sampler"
+    assert any("no energy sampler" in n for n in rec.notes)
+    assert format_text([rec]).splitlines()[2].startswith("no recommendation:")
+
+
+def test_throughput_compares_per_item_across_batch_sizes():
+    # batch 8 takes 8x as long per batch: the same throughput, a tie; at 4x it wins by 2x.
+    s1 = samples_ns(1.0, 400, seed=1)
+    tie = [ok_cell("m", "dense", "A", 1, s1, 0.9), ok_cell("m", "dense", "A", 8, [v * 8 for v in samples_ns(1.0, 400, seed=2)], 0.9)]
+    assert one(report_of(tie), objective="throughput").verdict == "tie"
+    win = [ok_cell("m", "dense", "A", 1, s1, 0.9), ok_cell("m", "dense", "A", 8, samples_ns(4.0, 400, seed=2), 0.9)]
+    rec = one(report_of(win), objective="throughput")
+    assert rec.verdict == "win" and rec.best.row.batch == 8
+    assert rec.margin()[0] == pytest.approx(2.0, rel=0.05)
+    assert [c.statistic for c in rec.runner_up.vs_best] == ["mean", "median"]
+
+
+def test_size_objective_and_batch_filter():
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(1.0, 100, seed=1), 0.9, size=2000),
+             ok_cell("m", "dense", "B", 1, samples_ns(1.0, 100, seed=2), 0.9, size=1000),
+             ok_cell("m", "dense", "B", 8, samples_ns(5.0, 100, seed=3), 0.9, size=1000)]
+    rec = one(report_of(cells), objective="size", batch=1)
+    assert rec.verdict == "win" and rec.best.row.backend == "B" and rec.margin()[0] == pytest.approx(2.0)
+    assert any("only batch 1 was asked for" in e.reason for e in rec.excluded)
+
+
+def test_unknown_target_or_objective_is_an_error():
+    report = report_of([ok_cell("m", "dense", "A", 1, samples_ns(1.0, 50, seed=1), 0.9)])
+    with pytest.raises(EdgebenchError, match="no target 'board'; its targets: local"):
+        recommend(report, "board")
+    with pytest.raises(EdgebenchError, match="--objective"):
+        recommend(report, "local", Constraints(objective="speed"))
+
+
+@pytest.mark.parametrize("text, mib", [("512MiB", 512), ("512MB", 512e6 / 2**20), ("1.5GiB", 1536), ("300", 300), ("2048 KiB", 2), ("1gb", 1e9 / 2**20)])
+def test_parse_memory(text, mib):
+    assert parse_memory(text) == pytest.approx(mib)
+
+
+@pytest.mark.parametrize("bad", ["", "MB", "12XB", "-5MB", "1.2.3GB"])
+def test_parse_memory_rejects(bad):
+    with pytest.raises(EdgebenchError, match="--max-memory"):
+        parse_memory(bad)
+
+
+def test_default_suite_shaped_run(default_store):
+    report = tables.load(default_store.store, "latest", with_samples=True)
+    rec = one(report)
+    assert rec.verdict == "tie"
+    assert {c.row.cell_key for c in rec.tied} == {"small_cnn/dense/onnxruntime/fp32/b1/local", "small_cnn/l1-unstructured-50/onnxruntime/fp32/b1/local"}
+    assert all(c.row.backend == "onnxruntime" and c.row.batch == 1 for c in rec.tied)
+    # the tie beats everything else clearly; l1-unstructured-80 is out on accuracy
+    factor, ci = rec.margin()
+    assert rec.margin_over().row.backend == "torch" and factor == pytest.approx(3.0, rel=0.1) and ci.low > 1
+    assert sum("1.50 pts below dense" in e.reason for e in rec.excluded) == 4
