@@ -63,16 +63,21 @@ class OrtBackend(Backend):
         chatter = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_loggers("torch.onnx", "torch.export", "onnxscript"):
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model.module.eval(),
-                (torch.from_numpy(example),),
-                str(path),
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes=({0: batch},),
-                input_names=["input"],
-                output_names=["logits"],
-            )
+            if isinstance(model.module, torch.jit.ScriptModule):
+                # The dynamo exporter cannot read TorchScript; the TorchScript exporter can.
+                torch.onnx.export(model.module.eval(), (torch.from_numpy(example),), str(path), dynamo=False, opset_version=17,
+                                  input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            else:
+                torch.onnx.export(
+                    model.module.eval(),
+                    (torch.from_numpy(example),),
+                    str(path),
+                    dynamo=True,
+                    external_data=False,
+                    dynamic_shapes=({0: batch},),
+                    input_names=["input"],
+                    output_names=["logits"],
+                )
         files = [path] + [p for p in [path.with_name(path.name + ".data")] if p.exists()]
         return Artifact(path=path, files=files, facts={"opset": _opset(path)})
 

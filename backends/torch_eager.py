@@ -106,7 +106,11 @@ class TorchBackend(Backend):
         out_dir.mkdir(parents=True, exist_ok=True)
         weights = out_dir / "model.pt"
         arch_file = out_dir / "arch.json"
-        torch.save(model.module.state_dict(), weights)
+        if model.arch.get("torchscript"):  # a user's TorchScript archive runs as it was given
+            weights = out_dir / "model.ts"
+            torch.jit.save(model.module, str(weights))
+        else:
+            torch.save(model.module.state_dict(), weights)
         arch_file.write_text(json.dumps(model.arch, indent=2, sort_keys=True))  # includes pruned widths
         return Artifact(path=weights, files=[weights, arch_file])
 
@@ -118,7 +122,11 @@ class TorchBackend(Backend):
         arch_file = artifact.with_name("arch.json")
         if not arch_file.exists():
             raise FileNotFoundError(f"{arch_file}: missing architecture file beside {artifact.name}; re-export the model")
-        module = build_module(json.loads(arch_file.read_text()))
+        arch = json.loads(arch_file.read_text())
+        if arch.get("torchscript"):
+            module = torch.jit.load(str(artifact), map_location="cpu").eval()
+            return TorchSession(module, torch, threads)
+        module = build_module(arch)
         state = torch.load(artifact, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
         module.eval()

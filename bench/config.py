@@ -38,6 +38,7 @@ class UserModel(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = Field(None, description="state_dict saved with torch.save(model.state_dict(), path)")
     onnx: str | None = Field(None, description="a plain ONNX file: latency and fidelity on onnxruntime, no pruning")
+    torchscript: str | None = Field(None, description="a TorchScript archive: torch and onnxruntime, no pruning")
     dataset: str = Field("digits", description="built-in name, or a path to an .npz or an ImageFolder directory")
     input_size: int = Field(32, ge=8, le=4096)
     train_epochs: int | None = Field(None, ge=0, description="[default: 0 with weights or onnx, 10 otherwise]")
@@ -166,8 +167,8 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
 
     from edgebench.models import data, zoo
 
-    if (m.factory is None) == (m.onnx is None):
-        raise ConfigError(f"{source}: {key}: give exactly one of factory (a PyTorch model) or onnx (a plain ONNX file)")
+    if sum(x is not None for x in (m.factory, m.onnx, m.torchscript)) != 1:
+        raise ConfigError(f"{source}: {key}: give exactly one of factory (a PyTorch model), torchscript (an archive) or onnx (a plain ONNX file)")
     if m.name in zoo.ZOO:
         raise ConfigError(f"{source}: {key}.name: {m.name!r} is a built-in model; give yours another name")
 
@@ -179,7 +180,7 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
             raise ConfigError(f"{source}: {key}.{what}: {path} not found; check the path (relative paths start at the suite's folder)")
         return str(path.resolve())
 
-    weights, onnx = resolve(m.weights, "weights"), resolve(m.onnx, "onnx")
+    weights, onnx, script = resolve(m.weights, "weights"), resolve(m.onnx, "onnx"), resolve(m.torchscript, "torchscript")
     dataset = m.dataset if m.dataset in data.DATASETS else resolve(m.dataset, "dataset")
     if m.factory is not None:
         module_name, _, attr = m.factory.partition(":")
@@ -191,8 +192,8 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
             raise ConfigError(f"{source}: {key}.factory: cannot import {m.factory} ({exc}); install the package or put it beside the suite") from None
         if not callable(fn):
             raise ConfigError(f"{source}: {key}.factory: {m.factory} is not callable")
-    epochs = m.train_epochs if m.train_epochs is not None else (0 if (weights or onnx) else 10)
-    return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, onnx=onnx)
+    epochs = m.train_epochs if m.train_epochs is not None else (0 if (weights or onnx or script) else 10)
+    return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, onnx=onnx, torchscript=script)
 
 
 def builtin_suites() -> list[str]:

@@ -178,8 +178,12 @@ class MemorySampler:
         )
 
 
-def _proc_stat_busy_total() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds over all cores since boot, from /proc/stat's first line."""
+def _proc_stat_busy_total() -> tuple[float, float, float] | None:
+    """(busy, total, steal) CPU seconds over all cores since boot, from /proc/stat's first line.
+
+    Steal (time a hypervisor gave this VM's CPUs to someone else) is part of busy, so it counts as
+    other load; it is also returned alone because its fix differs (another machine, not a quieter one).
+    """
     try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
@@ -188,7 +192,8 @@ def _proc_stat_busy_total() -> tuple[float, float] | None:
     hz = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / hz, total / hz
+    steal = fields[7] if len(fields) > 7 else 0
+    return (total - idle) / hz, total / hz, steal / hz
 
 
 class ContentionMeter:
@@ -217,4 +222,5 @@ class ContentionMeter:
         busy = sys1[0] - self._sys0[0]
         capacity = max(sys1[1] - self._sys0[1], wall * cpus * 0.5)  # jiffy totals, guarded against a zero span
         other = max(busy - own, 0.0) / capacity
-        return Contention(other, own / capacity, cpus, other > self.threshold)
+        steal = max(sys1[2] - self._sys0[2], 0.0) / capacity
+        return Contention(other, own / capacity, cpus, other > self.threshold, steal_share=steal)

@@ -64,6 +64,7 @@ class Contention:
     own_cpu_share: float | None
     logical_cpus: int
     contended: bool
+    steal_share: float | None = None  # hypervisor steal, included in other_cpu_share
 
 
 @dataclass

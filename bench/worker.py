@@ -151,7 +151,8 @@ def _warnings(result: CellResult, cap: str | None, settings: MeasureSettings) ->
         out.append(f"measurement {cap}")
     c = result.contention
     if c is not None and c.contended:
-        out.append(f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring")
+        stolen = f" ({c.steal_share:.0%} stolen by the hypervisor)" if c.steal_share else ""
+        out.append(f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring{stolen}")
     return out
 
 

@@ -113,7 +113,10 @@ class Preparer:
 
         from edgebench.backends.torch_eager import build_module
 
-        module = build_module(json.loads((entry.dir / "arch.json").read_text()))
+        arch = json.loads((entry.dir / "arch.json").read_text())
+        if arch.get("torchscript"):
+            return torch.jit.load(str(entry.dir / arch["torchscript"]), map_location="cpu").eval()
+        module = build_module(arch)
         module.load_state_dict(torch.load(entry.dir / "model.pt", weights_only=True))
         return module.eval()
 
@@ -137,6 +140,8 @@ class Preparer:
         data = self.dataset(spec.dataset, spec.input_size)
         if spec.onnx:
             return self._dense_onnx(model_name, spec, data)
+        if spec.torchscript:
+            return self._dense_torchscript(model_name, spec, data)
         arch = spec.arch()
         payload = {
             "model": model_name, "arch": arch, "dataset": spec.dataset, "data_hash": data.content_hash(),
@@ -182,8 +187,9 @@ class Preparer:
         if recipe.method == "dense":
             return dense
         spec = self.spec(model_name)
-        if spec.onnx:
-            raise NotApplicable(f"{spec.onnx}: recipe {recipe.name!r} needs the PyTorch model; give factory and weights for {model_name} instead of an ONNX file")
+        if spec.onnx or spec.torchscript:
+            kind = "an ONNX file" if spec.onnx else "a TorchScript archive"
+            raise NotApplicable(f"{spec.onnx or spec.torchscript}: recipe {recipe.name!r} needs the PyTorch module; give factory and weights for {model_name} instead of {kind}")
         data = self.dataset(spec.dataset, spec.input_size)
         payload = {"dense": dense.key, "recipe": recipe.identity(), **_versions()}
 
@@ -285,6 +291,42 @@ class Preparer:
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
         self._say(entry, f"onnx {model_name}", "imported", _top1_text(entry))
+        return entry
+
+    def _dense_torchscript(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
+        """A user's TorchScript archive: run as given (torch), exported by the TorchScript exporter (onnx)."""
+        import shutil
+
+        import torch
+
+        from edgebench.models import train
+
+        src = Path(spec.torchscript)
+        payload = {"model": model_name, "torchscript": _file_hash(src), "dataset": spec.dataset, "data_hash": data.content_hash(), **_versions()}
+
+        def build(out: Path) -> dict[str, Any]:
+            try:
+                module = torch.jit.load(str(src), map_location="cpu").eval()
+            except Exception as exc:
+                raise ValueError(f"{src}: not a TorchScript archive ({type(exc).__name__}); save one with torch.jit.save(torch.jit.script(model), path)") from None
+            _check_input_shape(model_name, module, data)
+            shutil.copy2(src, out / "model.ts")
+            (out / "arch.json").write_text(json.dumps({"torchscript": "model.ts"}))
+            reference = train.logits(module, data.x_test)
+            labels = {"labels": data.y_test} if data.has_labels else {}
+            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
+            params = sum(p.numel() for p in module.parameters())
+            nonzero = sum(int(torch.count_nonzero(p)) for p in module.parameters())
+            return {
+                "latency_only": not data.has_labels,
+                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
+                "params": params, "nonzero_params": nonzero, "sparsity": 1 - nonzero / params if params else 0.0,
+                "weight_sparsity": 1 - nonzero / params if params else 0.0, "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0,
+            }
+
+        entry = self.cache.get_or_build("dense", payload, build)
+        self.counters.note(entry, "trained")
+        self._say(entry, f"torchscript {model_name}", "imported", _top1_text(entry))
         return entry
 
     def _onnx_artifact(self, model_name: str, dense: Entry, backend_name: str, precision: str) -> Entry:

@@ -162,6 +162,7 @@ class ZooEntry:
     lr: float = 0.05
     weights: str | None = None  # a user's state_dict: loaded instead of training
     onnx: str | None = None  # a user's plain ONNX file: latency and fidelity only, no pruning
+    torchscript: str | None = None  # a user's TorchScript archive: runs and exports as given, no pruning
 
     @property
     def accuracy_bearing(self) -> bool:

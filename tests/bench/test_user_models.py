@@ -36,6 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = ns["tiny"]()
     torch.save(model.state_dict(), root / "tiny.pt")
+    torch.jit.save(torch.jit.script(model.eval()), str(root / "tiny.ts"))
     torch.onnx.export(model.eval(), (torch.randn(1, 3, 32, 32),), str(root / "tiny.onnx"), dynamo=True, external_data=False)
     rng = np.random.default_rng(0)
     np.savez(root / "data.npz", x=rng.standard_normal((30, 3, 32, 32)).astype(np.float32), y=np.arange(30) % 3)
@@ -58,19 +59,22 @@ def test_factory_weights_npz_imagefolder_and_onnx_run(project: Path, tmp_path: P
         {"name": "mine", "factory": "usernets_for_test:tiny", "weights": "tiny.pt", "dataset": "data.npz"},
         {"name": "mine_imgs", "factory": "usernets_for_test:tiny", "dataset": "imgs", "train_epochs": 1},
         {"name": "theirs", "onnx": "tiny.onnx", "dataset": "data.npz"},
+        {"name": "scripted", "torchscript": "tiny.ts", "dataset": "data.npz"},
     ])
     loaded = load_suite(suite)
     assert loaded.user_models["mine"].train_epochs == 0  # weights given: not retrained
     summary = Runner(Paths(home=tmp_path), log=lambda m: None).run(loaded)
     cells = {c.cell_key: c for c in Runner(Paths(home=tmp_path)).store.cells(summary.run_id, with_samples=False)}
     # the factory models run everywhere, pruned too; the plain ONNX model runs only as itself on onnxruntime
-    for key in ("mine/dense/torch", "mine/l1-unstructured-50/onnxruntime", "mine_imgs/dense/onnxruntime", "theirs/dense/onnxruntime"):
+    for key in ("mine/dense/torch", "mine/l1-unstructured-50/onnxruntime", "mine_imgs/dense/onnxruntime", "theirs/dense/onnxruntime",
+                "scripted/dense/torch", "scripted/dense/onnxruntime"):
         [cell] = [c for k, c in cells.items() if k.startswith(key)]
         assert cell.status == "ok", (key, cell.error)
         assert cell.result.accuracy is not None and cell.result.fidelity is not None
     skipped = {k: c.error for k, c in cells.items() if c.status == "skipped"}
     assert set(skipped) == {"theirs/dense/torch/fp32/b1/local", "theirs/l1-unstructured-50/torch/fp32/b1/local",
-                            "theirs/l1-unstructured-50/onnxruntime/fp32/b1/local"}
+                            "theirs/l1-unstructured-50/onnxruntime/fp32/b1/local",
+                            "scripted/l1-unstructured-50/torch/fp32/b1/local", "scripted/l1-unstructured-50/onnxruntime/fp32/b1/local"}
     assert all("factory and weights" in reason for reason in skipped.values())
     assert summary.cells_failed == 0
     # the loaded weights are the user's: the ONNX export of the same weights agrees with the torch cell
@@ -78,11 +82,17 @@ def test_factory_weights_npz_imagefolder_and_onnx_run(project: Path, tmp_path: P
     assert mine.result.fidelity.max_abs_diff < 1e-4
     theirs = [c for k, c in cells.items() if k.startswith("theirs/dense/onnxruntime")][0]
     assert theirs.result.accuracy.top1 == pytest.approx(mine.result.accuracy.top1)
+    # the TorchScript archive holds the same weights: same answers on both runtimes, export checked against it
+    for key in ("scripted/dense/torch", "scripted/dense/onnxruntime"):
+        cell = [c for k, c in cells.items() if k.startswith(key)][0]
+        assert cell.result.accuracy.top1 == pytest.approx(mine.result.accuracy.top1)
+        assert cell.facts["artifact"]["export_check"]["max_abs_diff"] < 1e-4
 
 
 @pytest.mark.parametrize("model, expected", [
     ({"name": "x", "factory": "usernets_for_test:tiny", "onnx": "tiny.onnx"}, "exactly one of factory"),
     ({"name": "x"}, "exactly one of factory"),
+    ({"name": "x", "torchscript": "tiny.ts", "onnx": "tiny.onnx"}, "exactly one of factory"),
     ({"name": "x", "factory": "usernets_for_test:nope"}, "cannot import usernets_for_test:nope"),
     ({"name": "x", "factory": "usernets_for_test"}, "not 'package.module:callable'"),
     ({"name": "x", "factory": "usernets_for_test:tiny", "weights": "missing.pt"}, "missing.pt not found"),
