@@ -165,6 +165,10 @@ class Runner:
         try:
             for target in loaded.suite.targets:
                 self.store.add_environment(run_id, target, probe_local())
+            for recipe in loaded.recipes:
+                if getattr(recipe, "quantize", None) is not None:
+                    # Validated and stored, but no backend in this version quantises: say so, do not pretend.
+                    self.log(f"recipe {recipe.name}: its quantize settings are not applied yet (no quantising backend in this edgebench); cells run as {', '.join(loaded.suite.precisions)}")
             cells = loaded.cells()
             preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
             self._pythonpath = [str(loaded.source.parent.resolve())] if loaded.user_models else []
