@@ -177,3 +177,43 @@ def test_missing_suite_is_exit_2(tmp_path):
     res = cli("run", str(tmp_path / "nope.yaml"), "--home", str(tmp_path / "home"), cwd=tmp_path)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "nope.yaml" in res.stderr and "not found" in res.stderr
+
+
+def test_real_run_html_report_renders_in_chromium(two_runs, tmp_path):
+    """The report.html written by a real `edgebench run` opens in headless Debian Chromium: no console or
+    page errors, no network requests, every chart has marks. (CI sets CI=1: a missing browser fails.)"""
+    import os
+    import shutil
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed; CI must run the browser test")
+        pytest.skip("playwright is not installed")
+    exe = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed (make browser); CI must run the browser test")
+        pytest.skip("Chromium is not installed (make browser)")
+    html = report_path(two_runs["first"].stdout).with_name("report.html")
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: errors.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
+            page.goto(html.resolve().as_uri(), wait_until="load")
+            page.screenshot(path=str(tmp_path / "real-run.png"), full_page=True)
+            marks = page.evaluate("() => Array.from(document.querySelectorAll('svg.chart')).map(s => s.querySelectorAll('.mark').length)")
+            rows = page.locator("table.cells tbody tr").count()
+        finally:
+            browser.close()
+    assert errors == []
+    assert marks and all(n > 0 for n in marks)
+    assert rows == 4  # the suite's four cells
+    assert (tmp_path / "real-run.png").stat().st_size > 30_000
