@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+def one_line(text: object, limit: int = 500) -> str:
+    """``text`` with all whitespace runs (newlines too) collapsed, cut to ``limit`` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
 class EdgebenchError(Exception):
     """An error whose message is meant for the user as it is (no traceback)."""
 

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgebench.bench import __version__
 from edgebench.bench.config import Cell, LoadedSuite
+from edgebench.bench.errors import one_line
 from edgebench.bench.results import CellResult, MeasureSettings
 from edgebench.bench.store import CellRecord, RunRecord, Store, now
 from edgebench.bench.worker import CellSpec
@@ -109,12 +110,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: Path) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        return _tail_text(path.read_text(errors="replace"))
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:400]
 
 
 def _suffix(tail: str) -> str:
@@ -188,7 +188,7 @@ class Runner:
             raise
         finally:
             summary.wall_s = time.perf_counter() - t0
-            self.store.finish_run(run_id, status, _summary_dict(summary))
+            self.store.finish_run(run_id, status, asdict(summary))
         return summary
 
     def _run_cell(self, cell: Cell, preparer: Any, settings: MeasureSettings, run_id: str, timeout_s: float, on_start: Any) -> CellRecord:
@@ -216,7 +216,7 @@ class Runner:
             self.log(f"{cell.key}: skipped - {record.error}")
             return record
         except Exception as exc:  # a model the exporter cannot handle fails its cells, not the run
-            record.status, record.error, record.finished_at = "failed", f"preparing the artifact failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}", now()
+            record.status, record.error, record.finished_at = "failed", f"preparing the artifact failed: {type(exc).__name__}: {one_line(exc, 400)}", now()
             self.log(f"{cell.key}: failed - {record.error}")
             return record
         record.facts = {"model": model.manifest["facts"], "artifact": art.manifest["facts"], "dense_top1_torch": dense.manifest["facts"]["top1_torch"],
@@ -247,12 +247,6 @@ class Runner:
             summary.failures.append(f"{record.cell_key}: {record.error}")
 
 
-def _summary_dict(summary: RunSummary) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(summary)
-
-
 def probe_local() -> dict[str, Any]:
     """The local fingerprint, taken by the worker in a child process (as a remote target would)."""
     out = subprocess.run([sys.executable, "-m", "edgebench.bench.worker", "probe"], capture_output=True, text=True, timeout=120)
@@ -261,5 +255,7 @@ def probe_local() -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def _tail_text(text: str) -> str:
-    return " | ".join(text.strip().splitlines()[-3:])[:400]
+def _tail_text(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of a child's stderr, joined on one line."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])[:400]

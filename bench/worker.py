@@ -157,8 +157,9 @@ def _warnings(result: CellResult, cap: str | None, settings: MeasureSettings) ->
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) or not str(exc) else str(exc)
-    return " ".join(text.split())[:500]
+    from edgebench.bench.errors import one_line
+
+    return one_line(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) or not str(exc) else exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.bench.errors import one_line
 from edgebench.models import data as datasets
 from edgebench.models import recipes as recipe_lib
 from edgebench.models.cache import Cache, Entry
@@ -150,25 +151,19 @@ class Preparer:
         }
 
         def build(out: Path) -> dict[str, Any]:
-            import torch
-
             from edgebench.backends.torch_eager import build_module
 
-            _check_input_shape(model_name, build_module(arch), data)
             t0 = time.perf_counter()
             train.seed_everything(0)
             module = build_module(arch)
+            _check_input_shape(model_name, module, data)
             if spec.weights:
                 _load_user_weights(module, Path(spec.weights))
             train.train(module, data, spec.train_epochs, spec.lr, seed=0)
             save_module(module, arch, out)
-            reference = train.logits(module, data.x_test)
-            labels = {"labels": data.y_test} if data.has_labels else {}  # no labels: latency only
-            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
             np.save(out / "calibration.npy", data.calibration_subset())
             return {
-                "latency_only": not data.has_labels,
-                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
+                **_write_eval(out, data, train.logits(module, data.x_test)),
                 "train_s": time.perf_counter() - t0,
                 **model_facts(module, data.x_test[:1]),
                 "effective_sparsity": 0.0,
@@ -194,8 +189,6 @@ class Preparer:
         payload = {"dense": dense.key, "recipe": recipe.identity(), **_versions()}
 
         def build(out: Path) -> dict[str, Any]:
-            import torch
-
             t0 = time.perf_counter()
             train.seed_everything(recipe.seed)
             module = self._module(dense)
@@ -279,14 +272,8 @@ class Preparer:
                 session = backend.load(out / src.name, "fp32", {"threads": 1})
                 reference = evaluate(session, data.x_test, 1)
             except Exception as exc:
-                raise ValueError(f"{src}: onnxruntime cannot run it on {data.input_shape} inputs ({' '.join(str(exc).split())[:300]}); check input_size and the file") from None
-            labels = {"labels": data.y_test} if data.has_labels else {}
-            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
-            return {
-                "onnx_file": src.name, "latency_only": not data.has_labels,
-                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
-                **_onnx_facts(out / src.name),
-            }
+                raise ValueError(f"{src}: onnxruntime cannot run it on {data.input_shape} inputs ({one_line(exc, 300)}); check input_size and the file") from None
+            return {"onnx_file": src.name, **_write_eval(out, data, reference), **_onnx_facts(out / src.name)}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
@@ -312,17 +299,9 @@ class Preparer:
             _check_input_shape(model_name, module, data)
             shutil.copy2(src, out / "model.ts")
             (out / "arch.json").write_text(json.dumps({"torchscript": "model.ts"}))
-            reference = train.logits(module, data.x_test)
-            labels = {"labels": data.y_test} if data.has_labels else {}
-            np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
             params = sum(p.numel() for p in module.parameters())
             nonzero = sum(int(torch.count_nonzero(p)) for p in module.parameters())
-            return {
-                "latency_only": not data.has_labels,
-                "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
-                "params": params, "nonzero_params": nonzero, "sparsity": 1 - nonzero / params if params else 0.0,
-                "weight_sparsity": 1 - nonzero / params if params else 0.0, "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0,
-            }
+            return {**_write_eval(out, data, train.logits(module, data.x_test)), **_imported_counts(params, nonzero)}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
@@ -408,7 +387,7 @@ def _check_input_shape(model_name: str, module: Any, data: datasets.Dataset) -> 
         with torch.no_grad():
             out = module.eval()(torch.from_numpy(data.x_test[:1]))
     except Exception as exc:
-        raise ValueError(f"{model_name}: the model does not accept {data.name} inputs of shape {data.input_shape} ({' '.join(str(exc).split())[:200]}); set input_size or use matching data") from None
+        raise ValueError(f"{model_name}: the model does not accept {data.name} inputs of shape {data.input_shape} ({one_line(exc, 200)}); set input_size or use matching data") from None
     if data.has_labels and out.shape[-1] < data.num_classes:
         raise ValueError(f"{model_name}: the model has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes; set num_classes in kwargs")
 
@@ -419,10 +398,24 @@ def _onnx_facts(path: Path) -> dict[str, Any]:
 
     model = onnx.load(str(path))
     arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
-    params = int(sum(a.size for a in arrays))
-    nonzero = int(sum(np.count_nonzero(a) for a in arrays))
-    return {"params": params, "nonzero_params": nonzero, "sparsity": 1 - nonzero / params if params else 0.0,
-            "weight_sparsity": 1 - nonzero / params if params else 0.0, "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
+    return _imported_counts(int(sum(a.size for a in arrays)), int(sum(np.count_nonzero(a) for a in arrays)))
+
+
+def _imported_counts(params: int, nonzero: int) -> dict[str, Any]:
+    """Facts for a model given as a file: counted from its tensors, no MACs counter applies."""
+    zeros = 1 - nonzero / params if params else 0.0
+    return {"params": params, "nonzero_params": nonzero, "sparsity": zeros, "weight_sparsity": zeros,
+            "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
+
+
+def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray) -> dict[str, Any]:
+    """``eval.npz`` (inputs, the dense reference logits, labels where there are any) and its facts."""
+    labels = {"labels": data.y_test} if data.has_labels else {}  # no labels: latency only
+    np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
+    return {
+        "latency_only": not data.has_labels,
+        "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
+    }
 
 
 def _top1_text(entry: Entry) -> str:

@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.bench.store import Store
+from edgebench.reports.html import size_text
 from edgebench.reports.tables import Row, RunReport, by_target, load
 
 
 def fmt(value: Any, spec: str = ".3f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 2**20:.2f} MiB"
 
 
 def _macs(n: int | None) -> str:
@@ -36,7 +31,7 @@ def table_cells(row: Row) -> list[str]:
     return [
         row.model, recipe, row.backend, row.precision, str(row.batch),
         fmt(row.p50_ms), fmt(row.p90_ms), fmt(row.p99_ms), fmt(row.cov, ".1%"), fmt(row.throughput_ips, ".0f"),
-        f"{fmt(row.peak_rss_mib, '.0f')} (+{fmt(row.peak_rss_delta_mib, '.1f')})", _size(row.size_bytes),
+        f"{fmt(row.peak_rss_mib, '.0f')} (+{fmt(row.peak_rss_delta_mib, '.1f')})", size_text(row.size_bytes),
         fmt(row.weight_sparsity, ".0%"), fmt(row.top1, ".2%"), fmt(row.agreement, ".2%"),
         fmt(row.top1_delta_pts, "+.2f"), fmt(row.speedup_p50, ".2f") + ("x" if row.speedup_p50 else ""),
     ]
