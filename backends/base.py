@@ -40,12 +40,37 @@ class Artifact:
         return sum(p.stat().st_size for p in self.files or [self.path] if p.exists())
 
 
+@dataclass
+class Calibration:
+    """What an int8 export calibrates activation ranges on.
+
+    ``data`` is the recipe's calibration subset (float32 NCHW, drawn from the training split, never
+    the evaluation split); ``method`` how ranges are chosen from it: ``minmax``, ``entropy`` or
+    ``percentile`` (backends that offer fewer say which one they used in the artifact's facts).
+    """
+
+    data: np.ndarray
+    method: str = "minmax"
+
+
 class Session:
     """A loaded model, ready to run batches of float32 NCHW inputs."""
 
     def run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
         """Run one batch and return the logits as a numpy array (batch, classes)."""
         raise NotImplementedError
+
+    def prepare_input(self, batch: np.ndarray) -> Any:
+        """Turn a float32 NCHW batch into what the runtime consumes (layout, dtype, quantisation).
+
+        The timing loop calls this once and then times :meth:`run_prepared` only, the way
+        benchmark_model and trtexec time the runtime on an input already in its native format.
+        """
+        return batch
+
+    def run_prepared(self, prepared: Any) -> Any:
+        """Run an input made by :meth:`prepare_input`; the output need not be converted back."""
+        return self.run(prepared)
 
     def describe(self) -> dict[str, Any]:
         """What really ran: providers, threads, options, kernels - whatever the runtime reveals."""
@@ -63,8 +88,18 @@ class Backend:
         """Import the runtime (cheaply) and say whether it is usable here."""
         raise NotImplementedError
 
-    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path) -> Artifact:
-        """Host side: write this backend's artifact for a PyTorch ``model`` into ``out_dir``."""
+    #: backend-specific options a suite may set (``backends: [{name: litert, options: {...}}]``),
+    #: each with a one-line description; options that change the artifact go to :meth:`export` too.
+    options: ClassVar[dict[str, str]] = {}
+    export_options: ClassVar[tuple[str, ...]] = ()
+
+    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path,
+               calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
+        """Host side: write this backend's artifact for a PyTorch ``model`` into ``out_dir``.
+
+        ``calibration`` is given for precisions that need it (int8); ``options`` holds the suite's
+        values of :attr:`export_options`.
+        """
         raise NotImplementedError
 
     def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:

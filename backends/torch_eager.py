@@ -100,7 +100,7 @@ class TorchBackend(Backend):
             return missing("torch", "prune")
         return Availability(True, version=torch.__version__)
 
-    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path) -> Artifact:
+    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path, calibration: Any = None, options: Any = None) -> Artifact:
         import torch
 
         out_dir.mkdir(parents=True, exist_ok=True)

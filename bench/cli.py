@@ -81,6 +81,8 @@ def list_backends() -> None:
         a = b.availability()
         state = f"available ({a.version})" if a.available else f"not available: {a.reason}"
         console.print(f"{name}: {state}; precisions: {', '.join(b.precisions)}", markup=False)
+        for option, text in b.options.items():
+            console.print(f"    option {option}: {text}", markup=False)
 
 
 @list_app.command("models")

@@ -26,8 +26,12 @@ class Strict(BaseModel):
 
 
 class BackendRef(Strict):
+    """A backend in a suite: ``- onnxruntime`` or ``{name: litert, threads: 2, precisions: [fp32, int8], options: {...}}``."""
+
     name: str
     threads: int | None = Field(None, ge=1, le=1024)
+    precisions: list[str] | None = Field(None, min_length=1, description="this backend's precisions (default: the suite's)")
+    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific options (edgebench list backends)")
 
 
 class UserModel(Strict):
@@ -139,9 +143,9 @@ class LoadedSuite:
             for model in s.model_names():
                 for recipe in self.recipes:
                     for ref in s.backend_refs():
-                        for precision in s.precisions:
+                        for precision in ref.precisions or s.precisions:
                             for batch in s.batch_sizes:
-                                opts = {"threads": ref.threads or default_threads}
+                                opts = {"threads": ref.threads or default_threads, **ref.options}
                                 out.append(Cell(model, recipe, ref.name, precision, batch, target, opts))
         return out
 
@@ -194,6 +198,20 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
             raise ConfigError(f"{source}: {key}.factory: {m.factory} is not callable")
     epochs = m.train_epochs if m.train_epochs is not None else (0 if (weights or onnx or script) else 10)
     return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, onnx=onnx, torchscript=script)
+
+
+def _check_backend_ref(backend: Any, ref: BackendRef, source: Path, key: str) -> None:
+    """Options the backend knows, each precision once; an unsupported precision is a skipped cell, not an error."""
+    import difflib
+
+    for name in ref.options:
+        if name not in backend.options:
+            known = ", ".join(backend.options) or "none"
+            close = difflib.get_close_matches(name, list(backend.options), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{source}: {key}.options.{name}: {backend.name} has no option {name!r}; {hint}its options: {known}")
+    if ref.precisions and len(set(ref.precisions)) != len(ref.precisions):
+        raise ConfigError(f"{source}: {key}.precisions: a precision is listed twice; list each once")
 
 
 def builtin_suites() -> list[str]:
@@ -268,6 +286,7 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
     for i, ref in enumerate(suite.backend_refs()):
         if ref.name not in base.names():
             raise ConfigError(f"{source}: backends[{i}]: unknown backend {ref.name!r}; known backends: {', '.join(base.names())}")
+        _check_backend_ref(base.get(ref.name), ref, source, f"backends[{i}]")
     for i, target in enumerate(suite.targets):
         if target not in KNOWN_TARGETS:
             raise ConfigError(f"{source}: targets[{i}]: unknown target {target!r}; available targets: {', '.join(KNOWN_TARGETS)}")

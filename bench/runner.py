@@ -50,7 +50,8 @@ class Paths:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    # 4 random bytes: many boards may start runs in the same second against one team store
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 @dataclass
@@ -165,11 +166,9 @@ class Runner:
         try:
             for target in loaded.suite.targets:
                 self.store.add_environment(run_id, target, probe_local())
-            for recipe in loaded.recipes:
-                if getattr(recipe, "quantize", None) is not None:
-                    # Validated and stored, but no backend in this version quantises: say so, do not pretend.
-                    self.log(f"recipe {recipe.name}: its quantize settings are not applied yet (no quantising backend in this edgebench); cells run as {', '.join(loaded.suite.precisions)}")
             cells = loaded.cells()
+            for note in quantize_notes(loaded.recipes, cells):
+                self.log(note)
             preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
             self._pythonpath = [str(loaded.source.parent.resolve())] if loaded.user_models else []
             settings = loaded.measure_settings()
@@ -210,7 +209,8 @@ class Runner:
         try:
             dense = preparer.dense(cell.model)
             model = preparer.pruned(cell.model, cell.recipe)
-            art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision)
+            export_options = {k: v for k, v in cell.options.items() if k in backend.export_options}
+            art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision, export_options)
         except NotApplicable as exc:
             record.error, record.finished_at = str(exc), now()
             self.log(f"{cell.key}: skipped - {record.error}")
@@ -245,6 +245,26 @@ class Runner:
         else:
             summary.cells_failed += 1
             summary.failures.append(f"{record.cell_key}: {record.error}")
+
+
+def quantize_notes(recipes: list[Any], cells: list[Cell]) -> list[str]:
+    """What a recipe's ``quantize`` block does in this run, said plainly.
+
+    The suite's precisions decide which cells run; a recipe's ``quantize`` chooses how its int8
+    cells are calibrated. QAT is not implemented: its int8 cells are quantised after training.
+    """
+    notes = []
+    for recipe in recipes:
+        q = getattr(recipe, "quantize", None)
+        if q is None:
+            continue
+        measured = sorted({c.precision for c in cells if c.recipe is recipe})
+        if q.precision not in measured:
+            notes.append(f"recipe {recipe.name}: asks for {q.precision}, but this suite measures it at {', '.join(measured)}; "
+                         f"add {q.precision} to the suite's precisions (or a backend's) to measure it")
+        if q.qat:
+            notes.append(f"recipe {recipe.name}: qat is not implemented in this edgebench; its int8 cells use post-training quantisation ({q.calibration} calibration)")
+    return notes
 
 
 def probe_local() -> dict[str, Any]:

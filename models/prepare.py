@@ -23,6 +23,8 @@ from edgebench.models.cache import Cache, Entry
 # Bump when training, pruning or export code changes what a cached entry would contain.
 PIPELINE_VERSION = 2
 EXPORT_TOLERANCE = 1e-4
+QUANTIZED_TOLERANCE_PTS = 1.0  # top-1 points a quantised artifact may lose against its fp32 artifact
+CHECK_BATCH = 32
 
 
 class NotApplicable(ValueError):
@@ -99,10 +101,19 @@ class Preparer:
         return self.models.get(model_name) or zoo.entry(model_name)
 
     def _once(self, key: tuple[Any, ...], make: Callable[[], Entry]) -> Entry:
-        """Each step runs (and is logged and counted) once per run, however many cells need it."""
+        """Each step runs (and is logged and counted) once per run, however many cells need it.
+
+        A step that failed fails the same way for every later cell that needs it, without retrying
+        (a conversion the converter cannot do takes as long to fail the second time)."""
         if key not in self._done:
-            self._done[key] = make()
-        return self._done[key]
+            try:
+                self._done[key] = make()
+            except Exception as exc:
+                self._done[key] = exc  # type: ignore[assignment]
+        done = self._done[key]
+        if isinstance(done, Exception):
+            raise done
+        return done
 
     def dataset(self, name: str, size: int | None = None) -> datasets.Dataset:
         if (name, size) not in self._datasets:
@@ -129,10 +140,15 @@ class Preparer:
         """The dense model with ``recipe`` applied (the dense entry itself for the dense method)."""
         return self._once(("pruned", model_name, recipe.model_dump_json()), lambda: self._pruned(model_name, recipe))
 
-    def artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str) -> Entry:
-        """The backend's artifact for the pruned model, checked against PyTorch on the eval inputs."""
-        key = ("artifact", model_name, recipe.model_dump_json(), backend_name, precision)
-        return self._once(key, lambda: self._artifact(model_name, recipe, backend_name, precision))
+    def artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str,
+                 options: dict[str, Any] | None = None) -> Entry:
+        """The backend's artifact for the pruned model, checked on the eval inputs: fp32 against
+        PyTorch, other precisions against the same backend's fp32 artifact.
+
+        ``options`` are the suite's values of the backend's ``export_options`` (e.g. litert ``sparse``)."""
+        options = dict(sorted((options or {}).items()))
+        key = ("artifact", model_name, recipe.model_dump_json(), backend_name, precision, json.dumps(options))
+        return self._once(key, lambda: self._artifact(model_name, recipe, backend_name, precision, options))
 
     def _dense(self, model_name: str) -> Entry:
         from edgebench.models import train
@@ -214,7 +230,7 @@ class Preparer:
         self._say(entry, f"{recipe.name} {model_name}", "pruned", _top1_text(entry))
         return entry
 
-    def _artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str) -> Entry:
+    def _artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str, options: dict[str, Any]) -> Entry:
         from edgebench.backends import base
         from edgebench.models import zoo
 
@@ -223,15 +239,18 @@ class Preparer:
         backend = base.get(backend_name)
         if self.spec(model_name).onnx:
             return self._onnx_artifact(model_name, model, backend_name, precision)
+        calibration = self._calibration(dense, recipe) if precision == "int8" else None
+        # Quantised artifacts are checked against the same backend's fp32 artifact (built first).
+        reference = self.artifact(model_name, recipe, backend_name, "fp32", options) if precision != "fp32" else None
         payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version,
-                   "quantize": recipe.quantize.model_dump() if getattr(recipe, "quantize", None) else None}
+                   "calibration": calibration.method if calibration else None, "options": options}
 
         def build(out: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
             module = self._module(model)
             arch = json.loads((model.dir / "arch.json").read_text())
             inputs = np.load(dense.dir / "eval.npz")["inputs"]
-            art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out)
+            art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out, calibration, options)
             export_s = time.perf_counter() - t0
             if recipe.method == "semi_structured_2_4" and art.path.suffix == ".onnx":
                 from edgebench.models.sparsity_check import check_2_4_onnx
@@ -243,16 +262,26 @@ class Preparer:
                 "files": [f.name for f in art.files],
                 "size_bytes": art.size_bytes,
                 "export_s": export_s,
-                "export_check": _check_export(backend, art.path, precision, module, inputs),
+                "export_check": (_check_export(backend, art.path, precision, module, inputs) if reference is None
+                                 else _check_against(backend, art.path, precision, reference, dense)),
                 **art.facts,
             }
 
         entry = self.cache.get_or_build("artifacts", payload, build)
         self.counters.note(entry, "exported")
-        check = entry.manifest["facts"]["export_check"]
-        detail = f"max |diff| vs torch {check['max_abs_diff']:.1e}" if "max_abs_diff" in check else check.get("skipped", "")
+        detail = _check_text(entry.manifest["facts"]["export_check"])
         self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "exported", detail)
         return entry
+
+    def _calibration(self, dense: Entry, recipe: recipe_lib.Recipe) -> Any:
+        """The recipe's calibration subset (saved with the dense model) and its calibration method."""
+        from edgebench.backends.base import Calibration
+
+        path = dense.dir / "calibration.npy"
+        if not path.exists():
+            raise NotApplicable(f"{dense.dir}: no calibration images were saved for this model; int8 needs a model trained or imported by this edgebench")
+        quantize = getattr(recipe, "quantize", None)
+        return Calibration(np.load(path), quantize.calibration if quantize is not None else "minmax")
 
     def _dense_onnx(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
         """A user's plain ONNX model: kept as given, its own outputs are the fidelity reference."""
@@ -298,6 +327,7 @@ class Preparer:
                 raise ValueError(f"{src}: not a TorchScript archive ({type(exc).__name__}); save one with torch.jit.save(torch.jit.script(model), path)") from None
             _check_input_shape(model_name, module, data)
             shutil.copy2(src, out / "model.ts")
+            np.save(out / "calibration.npy", data.calibration_subset())
             (out / "arch.json").write_text(json.dumps({"torchscript": "model.ts"}))
             params = sum(p.numel() for p in module.parameters())
             nonzero = sum(int(torch.count_nonzero(p)) for p in module.parameters())
@@ -431,8 +461,44 @@ def _check_export(backend: Any, path: Path, precision: str, module: Any, inputs:
     avail = backend.availability()
     if not avail.available:
         return {"skipped": f"not checked: {backend.name} {avail.reason}"}
-    session = backend.load(path, precision, {"threads": 1})
-    got = evaluate(session, inputs, 32)
+    session = backend.load(path, precision, {"threads": 1, "batch": CHECK_BATCH})
+    got = evaluate(session, inputs, CHECK_BATCH)
     want = logits(module, inputs).astype(np.float64)
     diff = float(np.abs(got - want).max())
     return {"reference": "pytorch", "n": int(len(inputs)), "max_abs_diff": diff, "tolerance": EXPORT_TOLERANCE, "ok": diff < EXPORT_TOLERANCE}
+
+
+def _check_against(backend: Any, path: Path, precision: str, reference: Entry, dense: Entry) -> dict[str, Any]:
+    """A quantised artifact against the same backend's fp32 artifact, on the real evaluation set:
+    top-1 agreement, both top-1 accuracies and the difference in points (the number that matters
+    for int8), and the largest logit difference."""
+    from edgebench.bench.worker import evaluate
+
+    avail = backend.availability()
+    if not avail.available:
+        return {"skipped": f"not checked: {backend.name} {avail.reason}"}
+    data = np.load(dense.dir / "eval.npz")
+    inputs = data["inputs"]
+    opts = {"threads": 1, "batch": CHECK_BATCH}
+    got = evaluate(backend.load(path, precision, opts), inputs, CHECK_BATCH)
+    ref_path = reference.dir / reference.manifest["facts"]["artifact"]
+    want = evaluate(backend.load(ref_path, "fp32", opts), inputs, CHECK_BATCH)
+    out: dict[str, Any] = {"reference": f"{backend.name} fp32", "n": int(len(inputs)),
+                           "agreement": float(np.mean(got.argmax(1) == want.argmax(1))), "max_abs_diff": float(np.abs(got - want).max())}
+    if "labels" in data.files:
+        top1, ref_top1 = float(np.mean(got.argmax(1) == data["labels"])), float(np.mean(want.argmax(1) == data["labels"]))
+        out.update(top1=top1, reference_top1=ref_top1, delta_pts=(top1 - ref_top1) * 100, tolerance_pts=QUANTIZED_TOLERANCE_PTS,
+                   ok=(top1 - ref_top1) * 100 >= -QUANTIZED_TOLERANCE_PTS)
+    return out
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    """The export check in one phrase for the progress log."""
+    if "skipped" in check:
+        return check["skipped"]
+    if check.get("reference") == "pytorch":
+        return f"max |diff| vs torch {check['max_abs_diff']:.1e}"
+    text = f"agreement with {check['reference']} {check['agreement']:.1%}"
+    if "delta_pts" in check:
+        text += f", top-1 {check['top1']:.2%} ({check['delta_pts']:+.2f} pts)"
+    return text

@@ -35,6 +35,7 @@ WARNING_KINDS = [
     ("contended", "contended", "Other processes used the CPU while this cell was measured: its latencies are inflated and noisy. Re-run on an idle machine."),
     ("high variance", "high variance", "The standard deviation is above the suite's cov_warn share of the mean: a wide distribution. Compare with the intervals in the recommendation, not the point values."),
     ("sparse-not-used", "sparse-not-used", "Zero weights are stored and executed dense by this backend: expect no speedup and no smaller file from unstructured sparsity."),
+    ("sparse-path", "sparse-path", "Weights are stored sparse (DENSIFY) for XNNPACK's sparse kernels, which run on ARM CPUs only; on other CPUs XNNPACK densifies them at load and runs dense."),
     ("ops not delegated", "ops not delegated", "Some operators run outside the backend's delegate/accelerator, usually on a slower path."),
     ("measurement", "measurement capped", "A max_runs or max_seconds cap stopped the measurement before its floors were reached."),
 ]
@@ -202,10 +203,10 @@ def _recipe_methods(report: RunReport) -> dict[str, str]:
 
 def _sparsity_charts(ids: _Ids, target: str, rows: list[Row], methods: dict[str, str], colors: dict[str, str]) -> tuple[list[str], str]:
     ok = [r for r in rows if r.status == "ok" and r.top1 is not None]
-    dense = {(r.model, r.backend, r.precision, r.batch): r for r in ok if r.is_reference}
+    dense = {(r.model, r.backend, r.precision, r.batch): r for r in ok if r.is_dense}
     by_method: dict[str, list[Row]] = {}
     for r in ok:
-        if not r.is_reference:
+        if not r.is_dense:
             by_method.setdefault(methods.get(r.recipe, r.recipe), []).append(r)
     charts = []
     for method, rs in by_method.items():
@@ -218,7 +219,7 @@ def _sparsity_charts(ids: _Ids, target: str, rows: list[Row], methods: dict[str,
             if not structured:
                 return r.weight_sparsity
             ref = dense.get((r.model, r.backend, r.precision, r.batch))
-            if r.is_reference:
+            if r.is_dense:
                 return 0.0
             return 1 - r.params / ref.params if ref and ref.params and r.params is not None else None
 
@@ -242,7 +243,7 @@ def _sparsity_charts(ids: _Ids, target: str, rows: list[Row], methods: dict[str,
         curves = []
         for key, grs in groups.items():
             pts = sorted(((x_of(r), r) for r in grs if x_of(r) is not None), key=lambda t: t[0])
-            if sum(not r.is_reference for _, r in pts) >= 2:  # a curve needs two sparsities besides dense
+            if sum(not r.is_dense for _, r in pts) >= 2:  # a curve needs two sparsities besides dense
                 curves.append((key, pts))
         for (model, backend, precision, batch), pts in curves:
             color = next(palette)
@@ -268,7 +269,7 @@ def _sparsity_charts(ids: _Ids, target: str, rows: list[Row], methods: dict[str,
 
 
 # -- tables ---------------------------------------------------------------------------------------
-SHORT_TAGS = {"contended": "contended", "high variance": "CoV", "sparse-not-used": "sparse unused",
+SHORT_TAGS = {"contended": "contended", "high variance": "CoV", "sparse-not-used": "sparse unused", "sparse-path": "sparse path",
               "ops not delegated": "undelegated", "measurement capped": "capped"}
 
 
@@ -522,7 +523,7 @@ td.failed { color: var(--bad); } tr.status-skipped td.failed { color: var(--mute
 .ref { font-size: 10px; background: #eef; color: #335; padding: 0 4px; border-radius: 3px; }
 .tag { display: inline-block; font-size: 10.5px; padding: 0 5px; border-radius: 3px; background: #eee; color: #333; margin: 1px 2px 1px 0; white-space: nowrap; }
 .tag-contended { background: #fde2e1; color: #8a1c1c; } .tag-high-variance { background: #fff1cc; color: #6b4d00; }
-.tag-sparse-not-used { background: #e3efff; color: #16406e; } .tag-ops-not-delegated { background: #f1e3ff; color: #4b1e73; }
+.tag-sparse-not-used, .tag-sparse-path { background: #e3efff; color: #16406e; } .tag-ops-not-delegated { background: #f1e3ff; color: #4b1e73; }
 .tag-measurement-capped { background: #e9e9e9; }
 .recommendation { background: #fff; border: 1px solid var(--line); border-left: 5px solid var(--accent); border-radius: 8px; padding: 10px 16px; margin: 10px 0; }
 .recommendation.verdict-tie { border-left-color: var(--warn); } .recommendation.verdict-none { border-left-color: var(--bad); }
@@ -633,7 +634,7 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None) -> str:
         sec = [f'<section id="target-{tid}" class="target" data-target="{_e(t)}"><h2>Target <code>{_e(t)}</code></h2>',
                f'<p class="muted">Environment: {_e(_fingerprint_line(report.environments.get(t, {})))} (<a href="#env-{tid}">full fingerprint</a>)</p>',
                '<h3>Cells</h3><p class="muted">Latency per batch in ms. Speedup (p50) and Δtop-1 are against the dense reference (ref) of the same model, '
-               "backend, precision and batch. Peak RSS is the worker process's high-water mark; (+load) its rise over the baseline after importing the runtime. "
+               "backend and batch: the fp32 cell, so quantised rows show what quantising gained and lost (the same precision where no fp32 dense cell ran). Peak RSS is the worker process's high-water mark; (+load) its rise over the baseline after importing the runtime. "
                "Click a column to sort.</p>",
                f'<div class="table-wrap">{_cell_table(rows, multi_model)}</div>']
         if t_failed:

@@ -227,7 +227,7 @@ def describe_margin(rec: Recommendation) -> str | None:
 
 
 def _runs_dense(row: Row) -> bool:
-    return row.is_reference or any(w.startswith("sparse-not-used") for w in row.warnings)
+    return row.is_dense or any(w.startswith("sparse-not-used") for w in row.warnings)
 
 
 def same_computation(a: Row, b: Row) -> bool:

@@ -71,7 +71,7 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         f"{s.get('cache_hits', 0)} from cache.",
         "",
         "Latency is per batch (ms); speedup and Δtop-1 are against the dense reference (ref) of the same "
-        "model, backend, precision and batch. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
+        "model, backend and batch: the fp32 cell, so quantised rows show what quantising gained and lost. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
     ]
     if recs:
         from edgebench.reports.recommend import describe_margin

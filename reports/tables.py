@@ -1,7 +1,9 @@
 """Report rows computed from stored cells: one place for every derived number a report shows.
 
-The dense recipe of the same model, backend, precision, batch and target is each row's reference:
-speedup is the reference's p50 over the row's p50, and the accuracy delta is in percentage points.
+Each row's reference is the dense fp32 cell of the same model, backend, batch and target (the dense
+cell of the row's own precision where no fp32 one ran): speedup is the reference's p50 over the row's
+p50 and the accuracy delta is in percentage points, so an int8 row shows what quantising gained and
+lost against the model it came from.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Row:
     target: str
     status: str
     error: str | None = None
-    is_reference: bool = False
+    is_reference: bool = False  # the dense cell other rows of its model/backend/batch are measured against
     threads: int | None = None
     n: int | None = None
     p50_ms: float | None = None
@@ -63,10 +65,15 @@ class Row:
     energy_mj_per_item: float | None = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def is_dense(self) -> bool:
+        """The unpruned model (at any precision): the 0% point of every sparsity curve."""
+        return self.recipe == REFERENCE_RECIPE
+
 
 def _row(cell: CellRecord) -> Row:
     row = Row(cell.cell_key, cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, cell.status, cell.error,
-              is_reference=cell.recipe == REFERENCE_RECIPE, threads=cell.options.get("threads"))
+              threads=cell.options.get("threads"))
     model = cell.facts.get("model", {})
     art = cell.facts.get("artifact", {})
     row.params, row.nonzero_params, row.macs = model.get("params"), model.get("nonzero_params"), model.get("macs")
@@ -91,7 +98,10 @@ def _row(cell: CellRecord) -> Row:
     if r.contention:
         row.other_cpu_share = r.contention.other_cpu_share
     row.warnings = list(r.warnings)
-    if (row.weight_sparsity or 0) >= 0.05 and not r.backend_info.get("sparse_kernels", False):
+    if r.backend_info.get("sparse_path"):
+        # weights stored sparse for a sparse kernel path: whether this CPU can take it (LiteRT/XNNPACK)
+        row.warnings.append(f"sparse-path: {r.backend_info['sparse_path']}")
+    elif (row.weight_sparsity or 0) >= 0.05 and not r.backend_info.get("sparse_kernels", False):
         row.warnings.append(f"sparse-not-used: {row.weight_sparsity:.0%} zero weights stored and run dense by {row.backend}; no speedup expected from them")
     delegation = _delegation_warning(r.backend_info)
     if delegation:
@@ -117,17 +127,20 @@ def _delegation_warning(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _reference_key(row: Row) -> tuple[Any, ...]:
-    return (row.target, row.model, row.backend, row.precision, row.batch)
+def _reference_key(row: Row, precision: str) -> tuple[Any, ...]:
+    return (row.target, row.model, row.backend, precision, row.batch)
 
 
 def rows_for(cells: list[CellRecord]) -> list[Row]:
     """Rows with speedup and accuracy delta filled in against each row's dense reference."""
     rows = [_row(c) for c in cells]
-    refs = {_reference_key(r): r for r in rows if r.is_reference and r.status == "ok"}
+    dense = {_reference_key(r, r.precision): r for r in rows if r.is_dense and r.status == "ok"}
     for row in rows:
-        ref = refs.get(_reference_key(row))
-        if ref is None or row.status != "ok":
+        ref = dense.get(_reference_key(row, "fp32")) or dense.get(_reference_key(row, row.precision))
+        if ref is None:
+            continue
+        ref.is_reference = True
+        if row.status != "ok":
             continue
         if ref.p50_ms and row.p50_ms:
             row.speedup_p50 = ref.p50_ms / row.p50_ms

@@ -245,7 +245,33 @@ def test_builtin_default_suite_loads():
     assert loaded.suite.name == "default"
     assert loaded.source.exists()
     s = loaded.suite
-    assert len(loaded.cells()) == len(s.models) * len(s.recipes) * len(s.backends) * len(s.precisions) * len(s.batch_sizes) * len(s.targets)
+    per_backend = sum(len(b.precisions or s.precisions) for b in s.backends)
+    assert len(loaded.cells()) == len(s.models) * len(s.recipes) * per_backend * len(s.batch_sizes) * len(s.targets)
+    # the Pi path: LiteRT fp32 and int8 and ONNX Runtime int8 for every model of the default suite
+    got = {(c.backend, c.precision) for c in loaded.cells()}
+    assert {("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "int8")} <= got
+
+
+def test_backend_precisions_and_options_shape_the_matrix(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "backends": ["torch", {"name": "litert", "precisions": ["fp32", "int8"], "options": {"xnnpack": False}}],
+                                      "precisions": ["fp32"], "batch_sizes": [1, 4]})
+    cells = load_suite(path).cells()
+    assert sorted((c.backend, c.precision, c.batch) for c in cells) == [
+        ("litert", "fp32", 1), ("litert", "fp32", 4), ("litert", "int8", 1), ("litert", "int8", 4), ("torch", "fp32", 1), ("torch", "fp32", 4)]
+    assert all(c.options["xnnpack"] is False for c in cells if c.backend == "litert")
+    assert all("xnnpack" not in c.options for c in cells if c.backend == "torch")
+
+
+def test_unknown_backend_option_names_the_known_ones(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "backends": [{"name": "litert", "options": {"sparsee": True}}]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert "backends[0].options.sparsee" in msg and "did you mean 'sparse'?" in msg and "xnnpack" in msg
+
+
+def test_precision_listed_twice_for_a_backend_is_an_error(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "backends": [{"name": "onnxruntime", "precisions": ["int8", "int8"]}]})
+    assert "backends[0].precisions" in config_error(path)
 
 
 @pytest.mark.parametrize("extra", [

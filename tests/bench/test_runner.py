@@ -69,13 +69,14 @@ def broken_ort_run(built, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("broken-run")
     home = tmp / "home"
     shutil.copytree(built.cache_root, home / "cache")
-    broken = list((home / "cache" / "artifacts").glob("*/model.onnx"))
-    assert len(broken) == 1
+    # the dense fp32 ONNX artifact (other tests may have added more artifacts to the shared cache)
+    broken = [home / "cache" / "artifacts" / built.ort_path.parent.name / built.ort_path.name]
+    assert broken[0].exists()
     broken[0].write_bytes(b"garbage, not protobuf" * 100)
     suite = tmp / "suite.yaml"
     suite.write_text(yaml.safe_dump({
         "name": "one-broken", "models": ["small_cnn"], "recipes": ["dense"], "backends": ["onnxruntime", "torch"],
-        "precisions": ["fp32", "int8"], "batch_sizes": [1], "measure": SMALL_MEASURE, "cell_timeout_s": 120,
+        "precisions": ["fp32", "fp16"], "batch_sizes": [1], "measure": SMALL_MEASURE, "cell_timeout_s": 120,
     }))
     paths = Paths(home=home)
     log: list[str] = []
@@ -99,8 +100,8 @@ def test_one_broken_artifact_fails_only_its_cell(broken_ort_run):
     assert good.status == "ok" and good.error is None
     assert good.result.accuracy.top1 > 0.9 and len(good.result.samples_ns) >= SMALL_MEASURE["min_runs"]
     assert good.facts["artifact"]["export_check"]["ok"] is True and good.facts["model_key"]
-    for key in ("small_cnn/dense/onnxruntime/int8/b1/local", "small_cnn/dense/torch/int8/b1/local"):
-        assert cells[key].status == "skipped" and "int8" in cells[key].error
+    for key in ("small_cnn/dense/onnxruntime/fp16/b1/local", "small_cnn/dense/torch/fp16/b1/local"):
+        assert cells[key].status == "skipped" and "fp16" in cells[key].error
     assert summary.failures == [f"small_cnn/dense/onnxruntime/fp32/b1/local: {bad.error}"]
     assert "local" in store.environments(summary.run_id)
     assert any("failed" in line and "onnxruntime/fp32" in line for line in log)
@@ -113,7 +114,7 @@ def test_report_of_a_run_with_a_failed_cell(broken_ort_run):
     assert "## Failed and skipped cells" in md
     failures = md.split("## Failed and skipped cells", 1)[1]
     assert "`small_cnn/dense/onnxruntime/fp32/b1/local` (failed)" in failures and str(broken) in failures
-    assert "`small_cnn/dense/torch/int8/b1/local` (skipped)" in failures
+    assert "`small_cnn/dense/torch/fp16/b1/local` (skipped)" in failures
     assert "`small_cnn/dense/torch/fp32/b1/local`" not in failures
     table = [line for line in md.splitlines() if line.startswith("| small_cnn |")]
     assert len(table) == 4
@@ -128,3 +129,18 @@ def test_paths_layout(tmp_path):
     assert p.cache == tmp_path / "cache" and p.reports == tmp_path / "reports"
     assert p.cells_dir("r1") == tmp_path / "runs" / "r1" / "cells"
     assert Paths(home=tmp_path, store="sqlite:///x.db").store_location == "sqlite:///x.db"
+
+
+def test_quantize_notes_say_what_a_recipe_quantize_block_does(write_suite):
+    from edgebench.bench.runner import quantize_notes
+
+    recipe = write_suite("q.yaml", {"name": "l1-q", "method": "magnitude_unstructured", "params": {"sparsity": 0.5},
+                                    "quantize": {"precision": "int8", "calibration": "entropy", "qat": True}})
+    only_fp32 = write_suite("a.yaml", {"name": "a", "models": ["small_cnn"], "recipes": [str(recipe)], "backends": ["onnxruntime"]})
+    loaded = load_suite(only_fp32)
+    notes = quantize_notes(loaded.recipes, loaded.cells())
+    assert any("asks for int8" in n and "add int8 to the suite's precisions" in n for n in notes)
+    assert any("qat is not implemented" in n and "entropy calibration" in n for n in notes)
+    with_int8 = write_suite("b.yaml", {"name": "b", "models": ["small_cnn"], "recipes": [str(recipe)], "backends": ["onnxruntime"], "precisions": ["fp32", "int8"]})
+    loaded = load_suite(with_int8)
+    assert not any("asks for" in n for n in quantize_notes(loaded.recipes, loaded.cells()))

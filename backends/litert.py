@@ -1,0 +1,321 @@
+"""LiteRT (TFLite) on the CPU with the XNNPACK delegate: the Raspberry Pi path.
+
+Host side (``pip install 'edgebench[litert-convert]'``): litert-torch converts the pruned PyTorch
+module through torch.export into a ``.tflite`` with NHWC input (what a camera pipeline feeds):
+
+- ``fp32``;
+- ``fp16``: weights stored as float16 (ai-edge-quantizer float casting); XNNPACK computes in fp32;
+- ``int8``: full-integer PT2E quantisation (litert-torch's symmetric per-channel quantiser),
+  activation ranges observed on the recipe's calibration subset; input and output tensors are int8.
+
+Option ``sparse: true`` stores the 1x1 convolutions' weights sparse (DENSIFY ops), the format
+XNNPACK's sparse inference needs on ARM, after checking the documented rules on the model.
+
+Device side (``pip install 'edgebench[litert]'``): only the interpreter, from ``ai-edge-litert``, or
+``tflite-runtime`` where a board still has it (it stopped at 2.14). The session reports the delegate
+that ran, how many operators it took and which were left on the built-in kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.backends.base import Artifact, Availability, Backend, Calibration, Session, register, version_of
+
+CONVERT_HINT = "pip install 'edgebench[litert-convert]' on the host (litert-torch); boards need only 'edgebench[litert]'"
+ARM = ("aarch64", "arm64", "armv7l", "armv8l")
+
+
+def _interpreter_module() -> tuple[Any, str]:
+    """The interpreter module and its distribution: ai-edge-litert first, tflite-runtime as a fallback."""
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter, "ai-edge-litert"
+    except ImportError:
+        from tflite_runtime import interpreter  # type: ignore[import-not-found]
+
+        return interpreter, "tflite-runtime"
+
+
+class LiteRTSession(Session):
+    def __init__(self, interp: Any, info: dict[str, Any]) -> None:
+        self._interp = interp
+        self._in = interp.get_input_details()[0]
+        self._out = interp.get_output_details()[0]
+        self._info = info
+
+    def prepare_input(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))  # the artifact takes NHWC
+        return _quantize(x, self._in) if self._in["dtype"] in (np.int8, np.uint8) else x.astype(self._in["dtype"])
+
+    def run_prepared(self, prepared: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], prepared)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.run_prepared(self.prepare_input(batch))
+        return _dequantize(out, self._out) if self._out["dtype"] in (np.int8, np.uint8) else out.astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._info)
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def delegated_indices(ops: list[dict[str, Any]]) -> set[int]:
+    """Indices of the model's operators that a delegate took, from the interpreter's node list.
+
+    After delegation the interpreter lists the model's nodes and then one ``DELEGATE`` node per
+    partition; walking back from a partition's outputs over producers, stopping at its inputs,
+    finds the nodes it replaced.
+    """
+    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in originals for t in op["outputs"]}
+    by_index = {op["index"]: op for op in originals}
+    taken: set[int] = set()
+    for part in (op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in part["inputs"]}
+        stack = [int(t) for t in part["outputs"]]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node in taken:
+                continue
+            taken.add(node)
+            stack.extend(int(t) for t in by_index[node]["inputs"] if int(t) >= 0 and int(t) not in boundary)
+    return taken
+
+
+def delegation(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """Partitions, operator counts and the names of the operators left on the built-in kernels."""
+    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
+    taken = delegated_indices(ops)
+    return {"partitions": sum(op["op_name"] == "DELEGATE" for op in ops), "total_ops": len(originals),
+            "delegated_ops": len(taken), "undelegated_ops": [op["op_name"] for op in originals if op["index"] not in taken]}
+
+
+@register
+class LiteRTBackend(Backend):
+    name = "litert"
+    precisions = ("fp32", "fp16", "int8")
+    install_hint = "pip install 'edgebench[litert]'"
+    options = {
+        "xnnpack": "true (default): the XNNPACK delegate; false: LiteRT's built-in kernels only",
+        "sparse": "true: store 1x1 conv weights sparse (DENSIFY) for XNNPACK's ARM sparse path; default false",
+    }
+    export_options = ("sparse",)
+
+    def availability(self) -> Availability:
+        try:
+            _, dist = _interpreter_module()
+        except ImportError:
+            return Availability(False, "not installed (pip install 'edgebench[litert]' to get ai-edge-litert)")
+        return Availability(True, version=f"{version_of(dist) or '?'} ({dist})")
+
+    def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path,
+               calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
+        import torch
+
+        if isinstance(model.module, torch.jit.ScriptModule):
+            raise ValueError("litert-torch converts through torch.export and cannot read TorchScript; give factory and weights instead")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.tflite"
+        facts: dict[str, Any] = {"converter": f"litert-torch {version_of('litert-torch')}", "input_layout": "NHWC"}
+        with _captured_output() as log:  # the converter's import and progress chatter stay out of the terminal
+            try:
+                import litert_torch  # noqa: F401 - host-only converter
+            except ImportError:
+                raise RuntimeError(f"litert export needs the converter: {CONVERT_HINT}") from None
+            try:
+                if precision == "int8":
+                    facts["quantization"] = _convert_int8(model.module, example, calibration, path)
+                else:
+                    _convert_fp32(model.module, example, path)
+                    if precision == "fp16":
+                        facts["quantization"] = _cast_weights_fp16(path)
+            except Exception as exc:
+                raise RuntimeError(f"litert-torch could not convert the model: {_first_line(exc)}{_tail(log)}") from exc
+            if (options or {}).get("sparse"):
+                facts["sparse"] = _store_sparse(path, precision)
+            facts["tflite_ops"] = tflite_ops(path)
+        return Artifact(path=path, files=[path], facts=facts)
+
+    def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:
+        module, dist = _interpreter_module()
+        threads = int(options.get("threads") or 1)
+        use_xnnpack = options.get("xnnpack", True) is not False
+        kwargs: dict[str, Any] = {"model_path": str(artifact), "num_threads": threads}
+        if not use_xnnpack:
+            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interp = module.Interpreter(**kwargs)
+        detail = interp.get_input_details()[0]
+        batch = int(options.get("batch") or detail["shape"][0])
+        if batch != detail["shape"][0]:
+            # Converted at batch 1; XNNPACK re-plans for the new shape once, at load.
+            interp.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+        interp.allocate_tensors()
+        ops = interp._get_ops_details()
+        deleg = delegation(ops)
+        info: dict[str, Any] = {
+            "runtime": "litert",
+            "interpreter": f"{dist} {version_of(dist) or '?'}",
+            "delegate": "XNNPACK" if deleg["partitions"] else "none (built-in kernels)",
+            "threads": threads,
+            **deleg,
+            "input": {"layout": "NHWC", "dtype": np.dtype(detail["dtype"]).name, "shape": [batch, *map(int, detail["shape"][1:])],
+                      "quantization": list(detail["quantization"])},
+        }
+        if not use_xnnpack:
+            info["undelegated_ops"] = []  # asked for: built-in kernels are the point, not a warning
+        densify = sum(op["op_name"] == "DENSIFY" for op in ops)
+        info["sparse_weights"] = densify
+        info["sparse_kernels"] = False
+        if densify:
+            on_arm = platform.machine().lower() in ARM
+            info["sparse_path"] = ("possible on this ARM CPU: XNNPACK decides when the delegate is built (not observable from Python)"
+                                   if on_arm else f"sparse path not exercised on this CPU ({platform.machine()}: XNNPACK's sparse kernels run on ARM only)")
+        return LiteRTSession(interp, info)
+
+
+def _nhwc(module: Any) -> Any:
+    import litert_torch
+
+    return litert_torch.to_channel_last_io(module.eval(), args=[0]).eval()
+
+
+def _nhwc_sample(example: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(example.transpose(0, 2, 3, 1)))
+
+
+def _convert_fp32(module: Any, example: np.ndarray, path: Path) -> None:
+    import litert_torch
+
+    litert_torch.convert(_nhwc(module), (_nhwc_sample(example),)).export(str(path))
+
+
+def _convert_int8(module: Any, example: np.ndarray, calibration: Calibration | None, path: Path) -> dict[str, Any]:
+    """Full-integer PT2E quantisation: observers run on the calibration images, batch 1."""
+    import dataclasses
+
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if calibration is None:
+        raise ValueError("int8 export needs calibration data (the recipe's calibration subset)")
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    # litert-torch observes activations with a histogram (range chosen to minimise quantisation
+    # error); ``minmax`` asks for the plain observed range instead.
+    observer = MinMaxObserver if calibration.method == "minmax" else HistogramObserver
+    act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
+    config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    quantizer = PT2EQuantizer().set_global(config)
+    sample = _nhwc_sample(example)
+    graph = torch.export.export(_nhwc(module), (sample,)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    for image in calibration.data:
+        prepared(_nhwc_sample(image[None].astype(np.float32)))
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted.training = False  # an exported graph cannot .eval(); it was captured in eval mode
+    litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    return {"kind": "full-integer static (PT2E)", "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
+            "io": "int8 (quantised/dequantised outside the timed loop)", "calibration": calibration.method,
+            "observer": observer.__name__, "calibration_images": int(len(calibration.data))}
+
+
+def _cast_weights_fp16(path: Path) -> dict[str, Any]:
+    """Store float weights as float16 (DEQUANTIZE to fp32 at load; XNNPACK computes in fp32)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    rm = recipe_manager.RecipeManager()
+    rm.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                              algorithm_key=AlgorithmName.FLOAT_CASTING)
+    result = quantizer.Quantizer(str(path), rm.get_quantization_recipe()).quantize(enable_progress_report=False)
+    result.export_model(str(path), overwrite=True)
+    return {"kind": "fp16 weights (ai-edge-quantizer float casting)", "weights": "float16", "activations": "float32"}
+
+
+def _store_sparse(path: Path, precision: str) -> dict[str, Any]:
+    """Check XNNPACK's sparse-inference rules and store qualifying 1x1 conv weights sparse."""
+    from edgebench.models import tflite_sparsity
+
+    rules = tflite_sparsity.check_sparse_rules(path).to_dict()
+    if precision != "fp32":
+        return {"applied": False, "reason": f"XNNPACK's sparse inference is fp32 only; {precision} weights are stored dense", "rules": rules}
+    dense = path.with_name("dense.tflite")
+    path.replace(dense)
+    try:
+        report = tflite_sparsity.sparsify_tflite(dense, path).to_dict()
+        check = tflite_sparsity.verify_sparsified(dense, path)  # same outputs, DENSIFY rebuilds the weights exactly
+    finally:
+        dense.unlink(missing_ok=True)
+    if not check.ok:
+        raise RuntimeError(f"{path}: the sparse copy does not match the dense model ({'; '.join(check.problems)}); run without sparse")
+    verified = {k: v for k, v in check.to_dict().items() if k not in ("src", "dst")}
+    return {"applied": True, "rules": rules, "stored": report, "verified": verified}
+
+
+def tflite_ops(path: Path) -> dict[str, int]:
+    """Operator counts in the ``.tflite`` as written (before any delegate)."""
+    import collections
+
+    module, _ = _interpreter_module()
+    interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return dict(sorted(collections.Counter(op["op_name"] for op in interp._get_ops_details()).items()))
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Send the converter's progress lines and native (absl) logs to a temp file, at the fd level,
+    so the user's terminal shows edgebench's lines; the file's tail goes into any error."""
+    import sys
+
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _tail(log: Any) -> str:
+    log.seek(0)
+    lines = [ln for ln in log.read().decode(errors="replace").splitlines() if "Error" in ln or "error" in ln]
+    return f" ({lines[-1].strip()[:200]})" if lines else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
