@@ -350,6 +350,16 @@ class Store:
         found = [(run_rows[r["run_id"]], _cell_from_row(r, [])) for r in cell_rows]
         return sorted(found, key=lambda rc: (rc[0].created_at, rc[0].id))
 
+    def cell_coordinates(self, **where: Any) -> list[dict[str, Any]]:
+        """Distinct (model, recipe, backend, precision, batch, target) of stored cells, filtered by any of them."""
+        cols = [cells.c.model, cells.c.recipe, cells.c.backend, cells.c.precision, cells.c.batch, cells.c.target]
+        q = sa.select(*cols).distinct()
+        for k, v in where.items():
+            if v is not None:
+                q = q.where(cells.c[k] == v)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(*cols)).mappings()]
+
     def dispose(self) -> None:
         """Close pooled connections (a process that opens many stores, or before forking)."""
         self.engine.dispose()
