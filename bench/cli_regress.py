@@ -216,6 +216,18 @@ def register(app: typer.Typer) -> None:
     _register_export(app)
 
 
+def _write_error(markdown: Optional[Path], json_out: Optional[Path], message: str) -> None:
+    """A check that could not run still leaves a verdict for CI to post (exit code 2)."""
+    import json
+
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"### edgebench regression check: ⚠️ could not run\n\n{message}\n", encoding="utf-8")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"error": message, "exit_code": 2}, indent=2), encoding="utf-8")
+
+
 def _key(c: dict) -> str:
     return f"{c['model']}/{c['recipe']}/{c['backend']}/{c['precision']}/b{c['batch']}/{c['target']}"
 
