@@ -152,10 +152,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Point baseline NAME at RUN, per target, keeping each target's environment fingerprint."""
         from edgebench.bench.errors import EdgebenchError
-        from edgebench.reports.verdict import resolve
 
         s = open_store(home, store)
-        rid = resolve(s, run_id).run_for("") if run_id.startswith("latest~") else s.resolve(run_id)
+        rid = s.resolve(run_id)
         envs = s.environments(rid)
         measured = {c.target for c in s.cells(rid, with_samples=False)}
         targets = list(target or sorted(measured or envs))

@@ -262,10 +262,13 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def resolve(self, run_id: str) -> str:
-        """A run id, or ``latest``; raises a one-line error naming the known runs."""
+        """A run id (or a unique prefix), ``latest``, or ``latest~N`` (N runs before the latest); raises a one-line error."""
+        back = 0
+        if run_id.startswith("latest~") and run_id[7:].isdigit():
+            back = int(run_id[7:])
         with self.engine.connect() as conn:
-            if run_id == "latest":
-                found = conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at.desc()).limit(1)).scalar()
+            if run_id == "latest" or back:
+                found = conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id.desc()).offset(back).limit(1)).scalar()
             else:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).scalar()
                 if found is None:  # accept a unique prefix, as git does

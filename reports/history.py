@@ -157,7 +157,11 @@ def build(cell: dict[str, Any], rows: list[tuple[RunRecord, CellRecord]], metric
     if len(values) < 2 * min_size:
         hist.notes.append(f"{len(values)} usable run(s): change points need at least {2 * min_size}")
         return hist
-    starts = change_points(values, min_effect=min_effect, min_size=min_size, beta=beta)
+    try:
+        starts = change_points(values, min_effect=min_effect, min_size=min_size, beta=beta)
+    except ImportError:  # reports are written after every run; a device-side install may lack the regress extra
+        hist.notes.append("change points need ruptures: pip install 'edgebench[regress]'")
+        return hist
     meds = [math.exp(m) for m in _segment_medians(np.log(np.asarray(values)), starts)]
     segment = 0
     for j, i in enumerate(used):
@@ -177,8 +181,8 @@ def load(store: Store, model: str, recipe: str, backend: str, precision: str, ba
     return build(cell, store.cell_history(model, recipe, backend, precision, batch, target, until=until, limit=limit), metric, **kwargs)
 
 
-def for_run(store: Store, run_id: str, cells: list[CellRecord], metric: str = "p50", limit: int = 60) -> dict[str, History]:
-    """History up to ``run_id`` of each measured cell of that run that ran in at least one earlier run."""
+def for_run(store: Store, run_id: str, cells: list[Any], metric: str = "p50", limit: int = 60) -> dict[str, History]:
+    """History up to ``run_id`` of each measured cell of that run (CellRecords or report Rows) that ran in at least one earlier run."""
     out = {}
     for c in cells:
         if c.status != "ok":

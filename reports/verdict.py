@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,6 @@ def resolve(store: Store, ref: str) -> Side:
     named = store.baselines(ref)
     if named:
         return Side(f"baseline {ref}", {b.target: b.run_id for b in named}, {b.target: b.fingerprint for b in named})
-    m = re.fullmatch(r"latest~(\d+)", ref)
-    if m:
-        back = int(m.group(1))
-        runs = store.runs(limit=back + 1)
-        if len(runs) <= back:
-            raise EdgebenchError(f"{store.display_url}: {ref}: only {len(runs)} run(s) stored")
-        return Side(ref, {None: runs[back].id})
     return Side(ref, {None: store.resolve(ref)})
 
 
