@@ -5,9 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,dev
+EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,regress,postgres,dev
 
-.PHONY: install demo test test-fast bench constraints browser clean
+.PHONY: install demo test test-fast bench constraints browser postgres clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ constraints: $(STAMP)
 APT := apt-get -o DPkg::Lock::Timeout=600
 browser:
 	command -v chromium >/dev/null || { $(APT) update && $(APT) install -y chromium; }
+
+# Debian's PostgreSQL server for the store tests: they initdb a throwaway cluster on a free loopback port
+# (tests/conftest.py), so the cluster the package may start on 5432 is not used.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update && $(APT) install -y postgresql; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -157,6 +157,7 @@ def worker(ctx: typer.Context) -> None:
 
 
 from edgebench.bench import cli_reports; cli_reports.register(app)  # noqa: E402,E702  (report commands: edgebench recommend)
+from edgebench.bench import cli_regress; cli_regress.register(app)  # noqa: E402,E702  (compare, check, baseline, history, export)
 
 
 def main() -> None:

@@ -1,23 +1,32 @@
-"""The result store: runs, environments, cells and every latency sample (SQLAlchemy Core).
+"""The result store: runs, environments, cells, every latency sample and named baselines (SQLAlchemy Core).
 
-SQLite is the embedded default; the schema uses only portable types so the same tables work on
-other databases. Each finished cell is written in its own transaction as soon as it ends, so a run
-that dies halfway keeps every cell it finished.
+SQLite is the embedded default; a PostgreSQL URL (``postgresql://user@host/db``) holds the same schema so
+many boards report into one place. The schema is versioned with Alembic migrations shipped in
+``edgebench.bench.migrations``: opening a store brings it to the current revision in place, including a
+store made by edgebench 0.1 (schema version 1, no ``alembic_version`` table). Each finished cell is
+written in its own transaction as soon as it ends, so a run that dies halfway keeps every cell it
+finished, and several writers (boards, processes) can report into one store at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.errors import EdgebenchError, one_line
 from edgebench.bench.results import CellResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
+REVISIONS = ("0001", "0002")  # Alembic revisions in bench/migrations/versions, oldest first
+HEAD = REVISIONS[-1]
+_PG_MIGRATION_LOCK = 0x6564676562656E63  # "edgebenc": pg_advisory_xact_lock key that serialises migrations
 metadata = sa.MetaData()
 
 meta_table = sa.Table("edgebench_meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text))
@@ -78,6 +87,18 @@ samples = sa.Table(
 )
 
 
+baselines = sa.Table(
+    "baselines", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("target", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("fingerprint", sa.JSON, nullable=False),
+    sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("note", sa.Text),
+)
+sa.Index("ix_cells_coordinates", cells.c.model, cells.c.recipe, cells.c.backend, cells.c.precision, cells.c.batch, cells.c.target)
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -111,6 +132,18 @@ class RunRecord:
 
 
 @dataclass
+class BaselineRecord:
+    """A named baseline for one target: the run it points at and the fingerprint of the environment it ran on."""
+
+    name: str
+    target: str
+    run_id: str
+    fingerprint: dict[str, Any]
+    set_at: dt.datetime
+    note: str | None = None
+
+
+@dataclass
 class CellRecord:
     """A cell as stored: its coordinates, status, host-side facts and the worker's result."""
 
@@ -132,7 +165,10 @@ class CellRecord:
 
 
 class Store:
-    """Open (and create if needed) a store at a path or SQLAlchemy URL."""
+    """Open a store at a path or SQLAlchemy URL, creating it or upgrading its schema in place if needed.
+
+    ``postgresql://`` URLs use psycopg 3 (``pip install 'edgebench[postgres]'``).
+    """
 
     def __init__(self, location: str | Path) -> None:
         url = str(location)
@@ -140,17 +176,56 @@ class Store:
             path = Path(url)
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path}"
+        url = normalize_url(url)
         self.url = url
-        self.engine = sa.create_engine(url, future=True)
+        self.display_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+        try:
+            self.engine = sa.create_engine(url, future=True)
+        except ModuleNotFoundError as exc:
+            raise EdgebenchError(f"{self.display_url}: the database driver is not installed ({exc.name}); pip install 'edgebench[postgres]'") from None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
+        try:
+            self._migrate()
+        except sa.exc.OperationalError as exc:
+            raise EdgebenchError(f"{self.display_url}: cannot open the store ({one_line(exc.orig, 300)}); check the URL and that the database server is running") from None
+
+    # -- schema -----------------------------------------------------------------------------
+    def revision(self) -> str | None:
+        """The store's Alembic revision (None for an empty database or an edgebench 0.1 store)."""
+        with self.engine.connect() as conn:
+            return _revision(conn)
+
+    def _migrate(self) -> None:
+        if self.revision() == HEAD:  # the common case costs one query and no alembic import
+            self._check_schema_version()
+            return
+        with self._migration_lock() as conn:
+            current = _revision(conn)
+            if current is not None and current not in REVISIONS:
+                raise EdgebenchError(f"{self.display_url}: store schema revision {current} is newer than this edgebench ({HEAD}); upgrade edgebench")
+            if current != HEAD:
+                _upgrade(conn, stamp_first="0001" if current is None and _is_v1_store(conn) else None)
+        self._check_schema_version()
+
+    def _check_schema_version(self) -> None:
+        with self.engine.connect() as conn:
             found = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
-            if found is None:
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) > SCHEMA_VERSION:
-                raise EdgebenchError(f"{location}: store schema {found} is newer than this edgebench ({SCHEMA_VERSION}); upgrade edgebench")
+        if found is not None and int(found) > SCHEMA_VERSION:
+            raise EdgebenchError(f"{self.display_url}: store schema {found} is newer than this edgebench ({SCHEMA_VERSION}); upgrade edgebench")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[sa.Connection]:
+        """One transaction in which only this process migrates: several boards may open a new store at once."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                yield conn
+            return
+        database = self.engine.url.database
+        with _file_lock(f"{database}.migrate.lock" if database and database != ":memory:" else None):
+            with self.engine.begin() as conn:
+                yield conn
 
     # -- writing ----------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:
@@ -187,17 +262,20 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def resolve(self, run_id: str) -> str:
-        """A run id, or ``latest``; raises a one-line error naming the known runs."""
+        """A run id (or a unique prefix), ``latest``, or ``latest~N`` (N runs before the latest); raises a one-line error."""
+        back = 0
+        if run_id.startswith("latest~") and run_id[7:].isdigit():
+            back = int(run_id[7:])
         with self.engine.connect() as conn:
-            if run_id == "latest":
-                found = conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at.desc()).limit(1)).scalar()
+            if run_id == "latest" or back:
+                found = conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id.desc()).offset(back).limit(1)).scalar()
             else:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).scalar()
                 if found is None:  # accept a unique prefix, as git does
                     matches = conn.execute(sa.select(runs.c.id).where(runs.c.id.like(f"{run_id}%"))).scalars().all()
                     found = matches[0] if len(matches) == 1 else None
         if found is None:
-            raise EdgebenchError(f"{self.url}: no run {run_id!r}; `edgebench runs` lists the stored runs")
+            raise EdgebenchError(f"{self.display_url}: no run {run_id!r}; `edgebench runs` lists the stored runs")
         return found
 
     def run(self, run_id: str) -> RunRecord:
@@ -224,17 +302,140 @@ class Store:
                 q = sa.select(samples.c.cell_id, samples.c.latency_ns).where(samples.c.cell_id.in_([r["id"] for r in rows])).order_by(samples.c.cell_id, samples.c.idx)
                 for cid, v in conn.execute(q):
                     by_cell.setdefault(cid, []).append(int(v))
-        out = []
-        for r in rows:
-            result = CellResult.from_dict(r["result"]) if r["result"] else None
-            if result is not None:
-                result.samples_ns = by_cell.get(r["id"], [])
-            out.append(CellRecord(
-                cell_key=r["cell_key"], model=r["model"], recipe=r["recipe"], backend=r["backend"], precision=r["precision"],
-                batch=r["batch"], target=r["target"], status=r["status"], error=r["error"], options=r["options"] or {},
-                facts=r["facts"] or {}, result=result, started_at=_utc(r["started_at"]), finished_at=_utc(r["finished_at"]), id=r["id"],
-            ))
-        return out
+        return [_cell_from_row(r, by_cell.get(r["id"], [])) for r in rows]
+
+    # -- baselines --------------------------------------------------------------------------
+    def set_baseline(self, name: str, run_id: str, target: str, fingerprint: dict[str, Any], note: str | None = None) -> BaselineRecord:
+        """Point baseline ``name`` for ``target`` at a run (replacing what it pointed at)."""
+        record = BaselineRecord(name, target, self.resolve(run_id), fingerprint, now(), note)
+        with self.engine.begin() as conn:
+            # delete first: the transaction starts with a write, so concurrent writers queue instead of failing
+            conn.execute(baselines.delete().where(baselines.c.name == name, baselines.c.target == target))
+            conn.execute(baselines.insert().values(name=name, target=target, run_id=record.run_id, fingerprint=fingerprint,
+                                                   set_at=record.set_at, note=note))
+        return record
+
+    def baselines(self, name: str | None = None) -> list[BaselineRecord]:
+        """Every baseline (or every target of one name), by name then target."""
+        q = sa.select(baselines).order_by(baselines.c.name, baselines.c.target)
+        if name is not None:
+            q = q.where(baselines.c.name == name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [BaselineRecord(r["name"], r["target"], r["run_id"], r["fingerprint"], _utc(r["set_at"]), r["note"]) for r in rows]
+
+    def delete_baseline(self, name: str, target: str | None = None) -> int:
+        q = baselines.delete().where(baselines.c.name == name)
+        if target is not None:
+            q = q.where(baselines.c.target == target)
+        with self.engine.begin() as conn:
+            return conn.execute(q).rowcount
+
+    # -- history ----------------------------------------------------------------------------
+    def cell_history(self, model: str, recipe: str, backend: str, precision: str, batch: int, target: str,
+                     until: str | None = None, limit: int = 200) -> list[tuple[RunRecord, CellRecord]]:
+        """The last ``limit`` runs (oldest first) that have this cell, each with the cell without its samples.
+
+        ``until`` (a run id) leaves out runs created after it.
+        """
+        q = (sa.select(cells.c.id).join(runs, runs.c.id == cells.c.run_id)
+             .where(cells.c.model == model, cells.c.recipe == recipe, cells.c.backend == backend, cells.c.precision == precision,
+                    cells.c.batch == batch, cells.c.target == target))
+        if until is not None:
+            q = q.where(runs.c.created_at <= sa.select(runs.c.created_at).where(runs.c.id == self.resolve(until)).scalar_subquery())
+        with self.engine.connect() as conn:
+            ids = conn.execute(q.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)).scalars().all()
+            if not ids:
+                return []
+            run_rows = {r["id"]: _run_from_row(r) for r in conn.execute(
+                sa.select(runs).where(runs.c.id.in_(sa.select(cells.c.run_id).where(cells.c.id.in_(ids))))).mappings()}
+            cell_rows = conn.execute(sa.select(cells).where(cells.c.id.in_(ids))).mappings().all()
+        found = [(run_rows[r["run_id"]], _cell_from_row(r, [])) for r in cell_rows]
+        return sorted(found, key=lambda rc: (rc[0].created_at, rc[0].id))
+
+    def cell_coordinates(self, **where: Any) -> list[dict[str, Any]]:
+        """Distinct (model, recipe, backend, precision, batch, target) of stored cells, filtered by any of them."""
+        cols = [cells.c.model, cells.c.recipe, cells.c.backend, cells.c.precision, cells.c.batch, cells.c.target]
+        q = sa.select(*cols).distinct()
+        for k, v in where.items():
+            if v is not None:
+                q = q.where(cells.c[k] == v)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(*cols)).mappings()]
+
+    def dispose(self) -> None:
+        """Close pooled connections (a process that opens many stores, or before forking)."""
+        self.engine.dispose()
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _is_v1_store(conn: sa.Connection) -> bool:
+    """A store edgebench 0.1 created: its tables and schema_version 1, but no Alembic revision."""
+    if not sa.inspect(conn).has_table("edgebench_meta"):
+        return False
+    return conn.execute(sa.text("SELECT value FROM edgebench_meta WHERE key = 'schema_version'")).scalar() == "1"
+
+
+def _alembic_config(conn: sa.Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def _upgrade(conn: sa.Connection, stamp_first: str | None = None) -> None:
+    """Bring the schema to HEAD on ``conn`` (stamping an unversioned 0.1 store first)."""
+    from alembic import command
+
+    cfg = _alembic_config(conn)
+    if stamp_first is not None:
+        command.stamp(cfg, stamp_first)
+    command.upgrade(cfg, HEAD)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    """An exclusive lock on ``path`` (no-op without a path or on systems without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one writer at a time is then up to the user
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _cell_from_row(r: Any, sample_values: list[int]) -> CellRecord:
+    result = CellResult.from_dict(r["result"]) if r["result"] else None
+    if result is not None:
+        result.samples_ns = sample_values
+    return CellRecord(
+        cell_key=r["cell_key"], model=r["model"], recipe=r["recipe"], backend=r["backend"], precision=r["precision"],
+        batch=r["batch"], target=r["target"], status=r["status"], error=r["error"], options=r["options"] or {},
+        facts=r["facts"] or {}, result=result, started_at=_utc(r["started_at"]), finished_at=_utc(r["finished_at"]), id=r["id"],
+    )
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:
@@ -251,7 +452,7 @@ def _result_without_samples(result: CellResult | None) -> dict[str, Any] | None:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL below may have to wait for another writer
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

@@ -579,12 +579,55 @@ SORT_JS = """
 """
 
 
+def _history_section(ids: _Ids, report: RunReport, history: dict[str, Any], colors: dict[str, str]) -> str:
+    """Median latency of each cell over the stored runs up to this one, one chart per target and batch, with
+    change points (reports/history.py) marked and listed."""
+    rows = {r.cell_key: r for r in report.rows}
+    groups: dict[tuple[str, int], list[str]] = {}
+    for key in history:
+        if key in rows:
+            groups.setdefault((rows[key].target, rows[key].batch), []).append(key)
+    figs, changes = [], []
+    for (target, batch), keys in sorted(groups.items()):
+        chart = Chart(ids(f"history-{target}-b{batch}"), f"History · {target} · batch {batch}", "run (oldest → this one)",
+                      "median latency per batch (ms)", xfmt=lambda v: f"{v:.0f}" if float(v).is_integer() else "")
+        for key in keys:
+            h, r = history[key], rows[key]
+            color = colors[series_key(r)]
+            pts = [(i + 1, p) for i, p in enumerate(h.points) if p.value_ms is not None]
+            chart.line([i for i, _ in pts], [p.value_ms for _, p in pts], color, width=1.6, title=key)
+            chart.points([i for i, _ in pts], [p.value_ms for _, p in pts], color, size=3.2, filled=[p.used for _, p in pts],
+                         titles=[f"{key}\nrun {p.run_id} ({p.created_at[:10]}, commit {(p.git_commit or '?')[:12]})\n"
+                                 f"p50 {ms(p.value_ms)} ms" + (f"\n{p.disturbed} (left out of the fit)" if p.disturbed and not p.used else "")
+                                 for _, p in pts])
+            for cp in h.change_points:
+                chart.points([cp.index + 1], [h.points[cp.index].value_ms], color, marker="diamond", size=7,
+                             titles=[f"change point: {cp.describe()}"])
+                changes.append((key, cp))
+            chart.legend(series_key(r), color, "line")
+        chart.legend("change point", "#555", "diamond")
+        chart.legend("contended (hollow, not fitted)", "#555", "hollow")
+        figs.append(_figure(chart.render(), "One point per stored run of the cell; change points (ruptures PELT) mark the first run of a new level."))
+    out = ['<section id="history"><h2>History</h2><p class="muted">This run\'s cells in earlier runs of the same store '
+           "(<code>edgebench history CELL</code> for the table). A change point needs a step that lasts; a one- or two-night blip is not one.</p>"]
+    if changes:
+        out.append('<table class="changes"><thead><tr><th>cell</th><th>change</th></tr></thead><tbody>'
+                   + "".join(f"<tr><td><code>{_e(k)}</code></td><td>{_e(cp.describe())}</td></tr>" for k, cp in changes) + "</tbody></table>")
+    else:
+        out.append('<p class="muted">No change point in any cell\'s history.</p>')
+    notes = sorted({n for h in history.values() for n in h.notes if "ruptures" in n})
+    out += [f'<p class="muted">{_e(n)}</p>' for n in notes]
+    out.append(f'<div class="charts">{"".join(figs)}</div></section>')
+    return "\n".join(out)
+
+
 def _figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
-def render(report: RunReport, bootstrapper: Bootstrapper | None = None) -> str:
-    """The whole page as a string. ``report`` should be loaded with samples (``tables.load(..., with_samples=True)``)."""
+def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None) -> str:
+    """The whole page as a string. ``report`` should be loaded with samples (``tables.load(..., with_samples=True)``).
+    ``history`` (cell key -> reports.history.History) adds the History section when a cell has earlier runs."""
     run = report.run
     s = run.summary or {}
     targets = by_target(report.rows)
@@ -616,7 +659,8 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None) -> str:
         body.append(f'<p class="banner">{len(contended)} of {len(ok)} measured cells were <b>contended</b> (other processes used the CPU while measuring): '
                     "their latencies are inflated and noisy. Re-run on an idle machine before trusting close comparisons.</p>")
     nav = [("recommendation", "Recommendation")] + [(f"target-{_slug(t)}", f"Target {t}") for t in targets] + [
-        ("cross-target", "Across targets"), ("failures", "Failures"), ("environments", "Environments"), ("method", "Method & suite")]
+        ("cross-target", "Across targets")] + ([("history", "History")] if history else []) + [
+        ("failures", "Failures"), ("environments", "Environments"), ("method", "Method & suite")]
     body.append("<nav>" + "".join(f'<a href="#{i}">{_e(n)}</a>' for i, n in nav)
                 + ' · data: <a href="report.md">report.md</a> <a href="report.json">report.json</a> <a href="cells.csv">cells.csv</a> '
                   '<a href="samples.csv">samples.csv</a></nav></header>')
@@ -683,6 +727,8 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None) -> str:
 
     body.append(f'<section id="cross-target"><h2>Across targets</h2><p class="muted">The same recipe, backend, precision and batch on every target of the run.</p>'
                 f'<div class="table-wrap">{_cross_target(report)}</div></section>')
+    if history:
+        body.append(_history_section(ids, report, history, colors))
 
     fail_html = ['<section id="failures"><h2>Failed and skipped cells</h2>']
     if failed:
@@ -725,7 +771,7 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None) -> str:
             f"<body><main>\n{chr(10).join(body)}\n</main><script>{SORT_JS}</script></body></html>\n")
 
 
-def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None) -> Path:
+def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None) -> Path:
     path = Path(out_dir) / "report.html"
-    path.write_text(render(report, bootstrapper), encoding="utf-8")
+    path.write_text(render(report, bootstrapper, history), encoding="utf-8")
     return path

@@ -135,5 +135,7 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
         for row in report.rows:
             for i, v in enumerate(report.samples.get(row.cell_key, [])):
                 writer.writerow([row.cell_key, i, v])
-    html.write(report, out, boot)
+    from edgebench.reports import history as histmod
+
+    html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows))
     return out

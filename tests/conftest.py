@@ -118,3 +118,117 @@ def write_suite(tmp_path: Path):
         return path
 
     return write
+
+
+# -- PostgreSQL: a throwaway cluster on a free loopback port, for the store suite ------------------------------
+
+@dataclass
+class PostgresServer:
+    """A running throwaway PostgreSQL cluster (trust auth on 127.0.0.1 only)."""
+
+    port: int
+    user: str
+    datadir: Path
+    _databases: int = 0
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database on the cluster; returns its URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"edgebench_t{self._databases}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally; under CI (CI set, as .ci/run does) a missing PostgreSQL is a failure, never a silent skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: on PATH, else Debian's /usr/lib/postgresql/VERSION/bin (newest)."""
+    import shutil
+
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """initdb a cluster in a temp folder, start it on a free loopback port, yield it, stop it and delete it.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user Debian's package creates.
+    """
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        _unavailable("PostgreSQL server not installed (no initdb/pg_ctl); `make postgres` installs Debian's postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed; `make install` installs the postgres extra")
+    run_as: list[str] = []
+    datadir = Path(tempfile.mkdtemp(prefix="edgebench-pg-"))
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(datadir)
+            _unavailable("running as root and there is no 'postgres' user to run the server as; install Debian's postgresql (`make postgres`)")
+        os.chown(datadir, pw.pw_uid, pw.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, log = datadir / "data", datadir / "server.log"
+
+    def pg(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(run_as + [str(bindir / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout)
+
+    init = pg("initdb", "-D", str(data), "-U", "edgebench", "-A", "trust", "-E", "UTF8", "--no-sync")
+    if init.returncode != 0:
+        shutil.rmtree(datadir, ignore_errors=True)
+        pytest.fail(f"initdb failed: {init.stderr.strip()[-500:]}", pytrace=False)
+    for attempt in range(3):  # the free port may be taken between choosing and binding it
+        port = _free_port()
+        opts = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        start = pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start")
+        if start.returncode == 0:
+            break
+    else:
+        text = log.read_text(errors="replace")[-800:] if log.exists() else start.stderr
+        shutil.rmtree(datadir, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start: {text}", pytrace=False)
+    try:
+        yield PostgresServer(port, "edgebench", datadir)
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """The location of a new, empty store: a SQLite file, and a database on the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "edgebench.sqlite")
+    return request.getfixturevalue("postgres").new_database()

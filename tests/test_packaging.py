@@ -125,3 +125,27 @@ def test_editable_install_beside_a_user_models_package(user_project):
     assert info["marker"] == "user"
     assert Path(info["recipes_file"]).resolve() == (REPO / "models" / "recipes.py").resolve()
     assert Path(info["library"]).resolve() == (REPO / "models" / "recipes").resolve()
+
+
+def test_wheel_ships_the_store_migrations(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    migrations = REPO / "bench" / "migrations"
+    shipped = sorted(p.relative_to(migrations).as_posix() for p in migrations.rglob("*.py"))
+    assert "env.py" in shipped and any(s.startswith("versions/0001") for s in shipped)
+    for rel in shipped + ["script.py.mako"]:
+        assert f"edgebench/bench/migrations/{rel}" in names
+
+
+def test_installed_wheel_upgrades_an_edgebench_01_store_in_place(site, tmp_path):
+    old = tmp_path / "old.sqlite"
+    shutil.copy(REPO / "tests" / "bench" / "data" / "store-v1.sqlite", old)
+    code = ("import json, sys, edgebench.bench.store as m\n"
+            "s = m.Store(sys.argv[1])\n"
+            "print(json.dumps({'revision': s.revision(), 'head': m.HEAD, 'file': m.__file__, 'runs': [r.id for r in s.runs()]}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(old)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(info["file"]).resolve().is_relative_to(site.resolve())  # the wheel's migrations ran, not the repository's
+    assert info["revision"] == info["head"]
+    assert info["runs"] == ["20261102-020000-bbbb", "20261101-020000-aaaa"]

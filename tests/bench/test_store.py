@@ -1,4 +1,5 @@
-"""The result store (bench/store.py): exact round trips, run lookup, two handles on one file."""
+"""The result store (bench/store.py): exact round trips, run lookup, two handles on one store; every test runs on
+SQLite and on a real PostgreSQL server (the ``store_url`` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def full_result() -> CellResult:
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(tmp_path / "edgebench.sqlite")
+def store(store_url) -> Store:
+    return Store(store_url)
 
 
 def test_run_and_environment_round_trip(store):
@@ -110,7 +111,7 @@ def test_cells_are_per_run(store):
     assert [c.result.samples_ns for c in store.cells("r2")] == [[3]]
 
 
-def test_resolve_latest_prefix_and_unknown(store, tmp_path):
+def test_resolve_latest_prefix_and_unknown(store):
     t = dt.datetime(2024, 1, 1, tzinfo=UTC)
     store.create_run(run_record("20240101-000000-aaaa", t))
     store.create_run(run_record("20240101-000000-abcd", t + dt.timedelta(seconds=5)))
@@ -126,7 +127,7 @@ def test_resolve_latest_prefix_and_unknown(store, tmp_path):
             store.resolve(bad)
         msg = str(info.value)
         assert repr(bad) in msg
-        assert str(tmp_path / "edgebench.sqlite") in msg
+        assert store.display_url in msg
         assert "\n" not in msg
 
 
@@ -135,9 +136,8 @@ def test_latest_on_an_empty_store_is_an_error(store):
         store.resolve("latest")
 
 
-def test_two_handles_see_each_others_writes(tmp_path):
-    path = tmp_path / "shared.sqlite"
-    a, b = Store(path), Store(str(path))
+def test_two_handles_see_each_others_writes(store_url):
+    a, b = Store(store_url), Store(store_url)
     a.create_run(run_record("from-a", dt.datetime.now(UTC)))
     assert [r.id for r in b.runs()] == ["from-a"]
     b.add_cell("from-a", CellRecord("k", "m", "dense", "torch", "fp32", 1, "local", "ok", result=CellResult("ok", samples_ns=[42, 7])))

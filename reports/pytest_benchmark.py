@@ -1,0 +1,117 @@
+"""Export a stored run in pytest-benchmark's JSON format (5.x), so ``pytest-benchmark compare`` and the tools
+built on its files read edgebench results.
+
+One benchmark per measured cell: ``name`` is the cell key, ``group`` the model / batch / target (so
+``compare --group-by group`` lines up recipes and backends), ``params`` the cell's coordinates. Stats are
+in seconds per batch, computed from every stored sample with pytest-benchmark's own definitions (its
+quartile method, Tukey fences, ``outliers`` as "stddev;iqr" counts). Only the standard library is used:
+pytest-benchmark itself is not needed to write the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import statistics
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench.store import CellRecord, RunRecord, Store
+
+FORMAT_VERSION = "5.3.1"  # the pytest-benchmark version whose file layout this writes
+
+
+def _quartiles(data: list[float]) -> tuple[float, float]:
+    """Q1 and Q3 as pytest-benchmark computes them (Wikipedia methods 3 and 2 by parity)."""
+    n = len(data)
+    if n == 1:
+        return data[0], data[0]
+    if n % 2:
+        k, r = n // 4, n % 4
+        if r == 1:
+            return 0.25 * data[k - 1] + 0.75 * data[k], 0.75 * data[3 * k] + 0.25 * data[3 * k + 1]
+        return 0.75 * data[k] + 0.25 * data[k + 1], 0.25 * data[3 * k + 1] + 0.75 * data[3 * k + 2]
+    return statistics.median(data[: n // 2]), statistics.median(data[n // 2:])
+
+
+def stats(seconds: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` block for per-round times in seconds."""
+    data = sorted(seconds)
+    n = len(data)
+    mean = statistics.fmean(data)
+    sd = statistics.stdev(data) if n > 1 else 0.0
+    q1, q3 = _quartiles(data)
+    iqr = q3 - q1
+    total = sum(data)
+    iqr_out = sum(1 for v in data if v < q1 - 1.5 * iqr or v > q3 + 1.5 * iqr)
+    sd_out = sum(1 for v in data if v < mean - sd or v > mean + sd)
+    return {
+        "min": data[0], "max": data[-1], "mean": mean, "stddev": sd, "rounds": n, "median": statistics.median(data),
+        "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": iqr_out, "stddev_outliers": sd_out, "outliers": f"{sd_out};{iqr_out}",
+        "ld15iqr": data[bisect_left(data, q1 - 1.5 * iqr)] if n > 1 else data[0],
+        "hd15iqr": data[bisect_right(data, q3 + 1.5 * iqr) - 1] if n > 1 else data[0],
+        "ops": n / total if total else 0.0, "total": total, "iterations": 1,
+    }
+
+
+def _benchmark(cell: CellRecord, with_data: bool) -> dict[str, Any]:
+    seconds = [v / 1e9 for v in cell.result.samples_ns]
+    params = {"model": cell.model, "recipe": cell.recipe, "backend": cell.backend, "precision": cell.precision,
+              "batch": cell.batch, "target": cell.target}
+    extra = {"threads": cell.options.get("threads"), "batch_items": cell.batch,
+             "contended": bool(cell.result.contention and cell.result.contention.contended)}
+    if cell.result.accuracy:
+        extra["top1"] = cell.result.accuracy.top1
+    if cell.result.memory:
+        extra["peak_rss_mib"] = cell.result.memory.peak_rss_mib
+    st = stats(seconds)
+    if with_data:
+        st["data"] = seconds
+    return {
+        "group": f"{cell.model} b{cell.batch} {cell.target}",
+        "name": cell.cell_key,
+        "fullname": f"edgebench::{cell.cell_key}",
+        "params": params,
+        "param": "-".join(str(v) for v in params.values()),
+        "extra_info": extra,
+        "options": {"disable_gc": True, "timer": "perf_counter_ns", "min_rounds": st["rounds"], "max_time": None,
+                    "min_time": None, "warmup": cell.result.warmup_runs or 0},
+        "stats": st,
+    }
+
+
+def _machine_info(fp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "node": fp.get("hostname", platform.node()), "processor": fp.get("cpu_model", ""), "machine": fp.get("machine", ""),
+        "python_implementation": fp.get("python_implementation", ""), "python_version": fp.get("python", ""),
+        "release": fp.get("kernel", ""), "system": "Linux", "cpu": {"brand_raw": fp.get("cpu_model", ""), "count": fp.get("logical_cpus")},
+        "edgebench_fingerprint": fp,
+    }
+
+
+def document(run: RunRecord, cells: list[CellRecord], fingerprint: dict[str, Any], with_data: bool = False) -> dict[str, Any]:
+    """The whole JSON document for one run (cells without samples are left out: nothing to time)."""
+    commit = (run.git_commit or "").removesuffix("-dirty")
+    return {
+        "machine_info": _machine_info(fingerprint),
+        "commit_info": {"id": commit or None, "time": run.created_at.isoformat(), "author_time": run.created_at.isoformat(),
+                        "dirty": bool(run.git_commit and run.git_commit.endswith("-dirty")), "project": "edgebench",
+                        "branch": None, "edgebench_run": run.id, "suite": run.suite_name},
+        "benchmarks": [_benchmark(c, with_data) for c in cells if c.status == "ok" and c.result and c.result.samples_ns],
+        "datetime": (run.finished_at or run.created_at or dt.datetime.now(dt.timezone.utc)).isoformat(),
+        "version": FORMAT_VERSION,
+    }
+
+
+def export(store: Store, run_id: str, out: Path, with_data: bool = False) -> tuple[Path, int]:
+    """Write ``out``; returns the path and the number of benchmarks in it."""
+    run = store.run(run_id)
+    cells = store.cells(run.id)
+    envs = store.environments(run.id)
+    doc = document(run, cells, next(iter(envs.values()), {}), with_data)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return out, len(doc["benchmarks"])

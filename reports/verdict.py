@@ -1,0 +1,241 @@
+"""Regression verdicts between stored runs: name resolution (run ids, ``latest``, ``latest~N``, named
+baselines), the environment guard, run-to-run noise from history, and the Markdown / JSON verdicts that
+``edgebench compare`` and ``edgebench check`` write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.store import CellRecord, Store
+from edgebench.reports import compare as cmp
+from edgebench.reports import environment as envmod
+from edgebench.reports import history as histmod
+
+
+@dataclass
+class Side:
+    """One side of a comparison: the run per target, and the fingerprint to hold the other side to."""
+
+    label: str
+    runs: dict[str | None, str]  # target -> run id; the None key means "every target"
+    fingerprints: dict[str, dict[str, Any]] | None = None  # from the baseline record, when it is one
+
+    def run_for(self, target: str) -> str | None:
+        return self.runs.get(target, self.runs.get(None))
+
+
+def resolve(store: Store, ref: str) -> Side:
+    """A run id (or unique prefix), ``latest``, ``latest~N`` (N runs before the latest), or a baseline name."""
+    named = store.baselines(ref)
+    if named:
+        return Side(f"baseline {ref}", {b.target: b.run_id for b in named}, {b.target: b.fingerprint for b in named})
+    return Side(ref, {None: store.resolve(ref)})
+
+
+def _targets(store: Store, head: Side) -> dict[str, str]:
+    """Target -> head run id, for every target the head run(s) measured."""
+    out: dict[str, str] = {}
+    for target, run_id in head.runs.items():
+        for c in store.cells(run_id, with_samples=False):
+            if target is None or c.target == target:
+                out.setdefault(c.target, run_id)
+    return out
+
+
+def _history_p50(store: Store, head_run: str, cell: CellRecord, th: cmp.Thresholds, strict_env: dict[str, Any],
+                 env_cache: dict[str, dict[str, Any]]) -> list[float]:
+    """Median latencies of this cell in earlier clean runs on the same environment (for the run-to-run bar)."""
+    rows = store.cell_history(cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, until=head_run,
+                              limit=th.history_runs + 1)
+    out = []
+    for run, c in rows:
+        if run.id == head_run or c.status != "ok" or not (c.result and c.result.latency) or cmp.disturbance(c):
+            continue
+        if run.id not in env_cache:
+            env_cache[run.id] = store.environments(run.id)
+        if envmod.check(cell.target, strict_env, env_cache[run.id].get(cell.target, {}), {cell.backend}).strict:
+            continue
+        out.append(c.result.latency.p50_ms)
+    return out[-th.history_runs:]
+
+
+def _since(store: Store, head_run: str, cell: cmp.CellComparison) -> dict[str, Any] | None:
+    """The run where the latest upward step in this cell's history began, when the history shows one."""
+    h = histmod.load(store, cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, until=head_run, limit=60)
+    ups = [cp for cp in h.change_points if cp.ratio > 1]
+    if not ups:
+        return None
+    cp = ups[-1]
+    return {"run_id": cp.run_id, "created_at": cp.created_at, "git_commit": cp.git_commit, "ratio": cp.ratio, "describe": cp.describe()}
+
+
+def run(store: Store, base_ref: str, head_ref: str, th: cmp.Thresholds | None = None, allow_env_mismatch: bool = False,
+        use_history: bool = True) -> cmp.Comparison:
+    """Compare ``head_ref`` with ``base_ref`` target by target; refuses a strict environment difference unless allowed."""
+    th = th or cmp.Thresholds()
+    base, head = resolve(store, base_ref), resolve(store, head_ref)
+    per_target = _targets(store, head)
+    if not per_target:
+        raise EdgebenchError(f"{head_ref}: the run has no cells to compare")
+    cells: list[cmp.CellComparison] = []
+    env_checks, notes = [], []
+    first_head = first_base = None
+    env_cache: dict[str, dict[str, Any]] = {}
+    for target, head_run in per_target.items():
+        base_run = base.run_for(target)
+        if base_run is None:
+            raise EdgebenchError(f"{base.label} has no run for target {target!r} (it has {', '.join(sorted(t for t in base.runs if t))}); "
+                                 f"set one with `edgebench baseline set {base_ref} RUN --target {target}`")
+        first_head, first_base = first_head or head_run, first_base or base_run
+        head_cells = [c for c in store.cells(head_run) if c.target == target]
+        base_cells = [c for c in store.cells(base_run) if c.target == target]
+        head_fp = store.environments(head_run).get(target, {})
+        base_fp = (base.fingerprints or {}).get(target) or store.environments(base_run).get(target, {})
+        backends = {c.backend for c in head_cells if c.status == "ok"} | {c.backend for c in base_cells if c.status == "ok"}
+        check = envmod.check(target, base_fp, head_fp, backends)
+        env_checks.append(check.to_dict())
+        if not check.comparable:
+            if not allow_env_mismatch:
+                raise EdgebenchError(f"target {target!r}: {head_ref} ran on a different environment than {base.label} "
+                                     f"({check.describe()}); set a baseline from this environment, or pass --allow-env-mismatch")
+            notes.append(f"target {target}: environments differ ({check.describe()}); compared anyway (--allow-env-mismatch)")
+        history = {}
+        if use_history:
+            history = {cmp.coordinates(c): _history_p50(store, head_run, c, th, head_fp, env_cache)
+                       for c in head_cells if c.status == "ok"}
+        for comp in cmp.compare_cells(base_cells, head_cells, th, history):
+            if comp.verdict == cmp.REGRESSED and comp.status == "compared" and use_history:
+                comp.since = _since(store, head_run, comp)
+            cells.append(comp)
+    if not any(c.status == "compared" for c in cells):
+        raise EdgebenchError(f"no cell of {head_ref} matches a cell of {base.label} (model, recipe, backend, precision, batch, target)")
+    order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
+    cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
+    return cmp.Comparison(cmp.RunRef.of(store.run(first_base), base.label), cmp.RunRef.of(store.run(first_head), head_ref), th, cells,
+                          env_checks, notes)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def change_text(m: cmp.MetricVerdict) -> str:
+    if m.metric == "accuracy":
+        return f"{m.delta:+.2f} pts" if m.delta is not None else "-"
+    if m.ratio is None or not math.isfinite(m.ratio):
+        return "-"
+    return f"{m.ratio - 1:+.1%}"
+
+
+def value_text(m: cmp.MetricVerdict, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if m.metric == "latency":
+        return f"{v:.4g} ms"
+    if m.metric == "accuracy":
+        return f"{v:.2f}%"
+    if m.metric == "memory":
+        return f"{v:.1f} MiB"
+    from edgebench.reports.html import size_text
+
+    return size_text(v)
+
+
+def headline(c: cmp.CellComparison) -> str:
+    """One sentence per regressed or improved cell, e.g. "p50 of m/r/b/fp32/b8/pi5 is 7.9% slower (p < 0.001), since commit abc"."""
+    if c.status == "failed-in-head":
+        return f"{c.cell_key} now fails: {c.notes[-1] if c.notes else ''}"
+    parts = []
+    for m in c.metrics:
+        if m.verdict not in (cmp.REGRESSED, cmp.IMPROVED):
+            continue
+        if m.metric == "latency":
+            word = "slower" if m.ratio > 1 else "faster"
+            parts.append(f"median latency {abs(m.ratio - 1):.1%} {word} ({p_text(m.p_value)}, {m.ratio:.3f}x, CI {m.ci_low:.3f}-{m.ci_high:.3f})")
+        else:
+            parts.append(f"{m.metric} {change_text(m)} ({value_text(m, m.base)} -> {value_text(m, m.head)})")
+    text = f"{c.cell_key}: " + "; ".join(parts)
+    if c.since:
+        commit = c.since.get("git_commit")
+        text += f", since run {c.since['run_id']}" + (f" (commit {commit[:12]})" if commit else "")
+    if c.notes:
+        text += f" [{'; '.join(c.notes)}]"
+    return text
+
+
+def _run_line(r: cmp.RunRef) -> str:
+    commit = f", commit `{r.git_commit[:12]}`" if r.git_commit else ""
+    label = f"{r.label} → " if r.label != r.id else ""
+    return f"{label}`{r.id}` ({r.created_at[:16].replace('T', ' ')} UTC{commit})"
+
+
+def markdown(comp: cmp.Comparison, title: str = "edgebench regression check") -> str:
+    """A verdict fit for a pull-request comment: the answer first, then the evidence, details folded."""
+    counts = comp.counts()
+    regs = comp.regressions()
+    th = comp.thresholds
+    status = f"**{len(regs)} regression(s)**" if regs else "**no regression**"
+    out = [f"### {title}: {'❌' if regs else '✅'} {status}", "",
+           f"Head {_run_line(comp.head)} vs base {_run_line(comp.base)}.",
+           f"{len(comp.cells)} cells: {counts['regressed']} regressed, {counts['improved']} improved, "
+           f"{counts['unchanged']} unchanged, {counts['inconclusive']} inconclusive.", ""]
+    if regs:
+        out += ["**Regressed**", ""] + [f"- {headline(c)}" for c in regs] + [""]
+    improved = [c for c in comp.cells if c.verdict == cmp.IMPROVED]
+    if improved:
+        out += ["**Improved**", ""] + [f"- {headline(c)}" for c in improved] + [""]
+    for note in comp.notes:
+        out.append(f"> ⚠️ {note}")
+    info = [d for e in comp.environment for d in e["differences"] if not d["strict"]]
+    if info:
+        out.append("Environment changes (not blocking): " + "; ".join(f"{d['field']}: {d['base']} → {d['head']}" for d in info) + ".")
+        out.append("")
+    out += ["<details><summary>Every cell</summary>", "",
+            "| cell | verdict | metric | base | head | change | 95% CI (ratio) | p | why |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in comp.cells:
+        if not c.metrics:
+            out.append(f"| `{c.cell_key}` | {c.verdict} | - | - | - | - | - | - | {c.status}: {'; '.join(c.notes)} |")
+            continue
+        for i, m in enumerate(c.metrics):
+            ci = f"{m.ci_low:.3f}-{m.ci_high:.3f}" if m.ci_low is not None else "-"
+            why = m.reason + (f" ({'; '.join(c.notes)})" if i == 0 and c.notes else "")
+            out.append(f"| {'`' + c.cell_key + '`' if i == 0 else ''} | {c.verdict if i == 0 else ''} | {m.metric}: {m.verdict} | "
+                       f"{value_text(m, m.base)} | {value_text(m, m.head)} | {change_text(m)} | {ci} | {p_text(m.p_value)} | {why.replace('|', '/')} |")
+    out += ["", "</details>", "",
+            f"<sub>Latency: median per batch; Mann-Whitney U and a {th.level:.0%} bootstrap interval of the median ratio on block medians "
+            f"(samples in measurement order, blocks of ≥{cmp.MIN_BLOCK}); a regression needs p < {th.alpha:g}, the whole interval above "
+            f"+{th.min_effect:.0%}, and a change beyond {th.noise_z:g} sd of the cell's run-to-run noise (from its earlier runs in the store, "
+            f"at least {th.prior_noise:.0%} until it has {th.min_history}). "
+            f"Contended or throttled cells are inconclusive. Accuracy tolerance {th.accuracy_tolerance_pts:g} pts; memory "
+            f"+{th.memory_threshold:.0%} and {th.memory_floor_mib:g} MiB; size +{th.size_threshold:.0%}.</sub>", ""]
+    return "\n".join(out)
+
+
+def to_json(comp: cmp.Comparison, exit_code: int | None = None) -> str:
+    data = comp.to_dict()
+    data["headlines"] = [headline(c) for c in comp.cells if c.verdict in (cmp.REGRESSED, cmp.IMPROVED)]
+    if exit_code is not None:
+        data["exit_code"] = exit_code
+    return json.dumps(data, indent=2, default=str)
+
+
+def write(comp: cmp.Comparison, markdown_path: Path | None, json_path: Path | None, exit_code: int | None = None) -> list[Path]:
+    written = []
+    for path, text in ((markdown_path, lambda: markdown(comp)), (json_path, lambda: to_json(comp, exit_code))):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text(), encoding="utf-8")
+        written.append(path)
+    return written
