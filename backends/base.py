@@ -82,6 +82,8 @@ class Backend:
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: bump when export() would write a different artifact for the same inputs (part of the cache key)
+    export_version: ClassVar[int] = 1
     install_hint: ClassVar[str] = ""
 
     def availability(self) -> Availability:

@@ -243,7 +243,7 @@ class Preparer:
         # Quantised artifacts are checked against the same backend's fp32 artifact (built first).
         reference = self.artifact(model_name, recipe, backend_name, "fp32", options) if precision != "fp32" else None
         payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version,
-                   "calibration": calibration.method if calibration else None, "options": options}
+                   "export_version": backend.export_version, "calibration": calibration.method if calibration else None, "options": options}
 
         def build(out: Path) -> dict[str, Any]:
             t0 = time.perf_counter()

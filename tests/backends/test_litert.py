@@ -220,3 +220,35 @@ def test_sparse_option_stores_1x1_weights_sparse_and_says_the_path_is_not_exerci
     assert info["sparse_weights"] == 2 and info["sparse_kernels"] is False
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert info["sparse_path"].startswith("sparse path not exercised on this CPU")
+
+
+def test_int8_residual_adds_stay_integer(tmp_path):
+    """A residual block with one ReLU module used twice (as torchvision's ResNet does): every add is
+    quantised, so the .tflite has no QUANTIZE/DEQUANTIZE islands between int8 ops."""
+    import torch
+    import torch.nn as nn
+
+    from edgebench.backends.base import Calibration
+    from edgebench.models import zoo
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.relu = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)) + x)
+            return self.fc(out.mean((2, 3)))
+
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    art = base.get("litert").export(zoo.PreparedModel(Block().eval(), {}), images[:1], "int8", tmp_path, Calibration(images))
+    assert art.facts["quantization"]["residual_adds_quantized"] == 1
+    ops = art.facts["tflite_ops"]
+    assert ops.get("ADD") == 1 and "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
