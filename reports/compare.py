@@ -14,10 +14,14 @@ sample, made robust to what a noisy board does to them:
 - **Run-to-run noise.** Two runs of the same cell differ by more than their samples say (the process lands
   on another core, the board is warmer, a neighbour woke up): on a shared 2-core VM the same cell moved
   by 50% between two uncontended runs while each run's own interval was a few percent wide. So the
-  change must also exceed ``noise_z`` standard deviations of the difference of two runs, where the
-  run-to-run standard deviation (robust, of log median latency) comes from the cell's earlier clean runs
-  on the same environment in the store; with fewer than ``min_history`` of them it is at least
-  ``prior_noise`` (3%, a quiet dedicated board), and with none it is that prior.
+  change must also exceed ``noise_z`` standard deviations of run-to-run noise, where the run-to-run
+  standard deviation (robust, of log median latency) comes from the cell's earlier clean runs on the
+  same environment in the store. With at least ``min_history`` of them the head is measured against
+  their median (one run's spread plus the median's, sd x sqrt(1 + 1/n)), so a base run that happened to
+  be fast or slow does not decide; with fewer, head against base (sd x sqrt(2)) with the sd at least
+  ``prior_noise`` (3%, a quiet dedicated board) and at least the spread that the comparison's other
+  cells show between the two runs (:func:`pooled_noise`: a night where every cell moved by tens of
+  percent both ways is noise, one cell moving alone is not).
 - **Disturbed cells.** A cell flagged contended or throttled in either run is inconclusive, never a
   regression.
 
@@ -167,7 +171,8 @@ def run_noise(p50s: list[float]) -> float | None:
 
 
 def latency_verdict(base_ns: list[int], head_ns: list[int], th: Thresholds, key: str = "",
-                    disturbed: str | None = None, history_p50: list[float] | None = None) -> MetricVerdict:
+                    disturbed: str | None = None, history_p50: list[float] | None = None,
+                    pooled: tuple[float, int] | None = None) -> MetricVerdict:
     """Judge the median latency of head against base (see the module docstring for the rules)."""
     from scipy import stats
 
@@ -201,22 +206,35 @@ def latency_verdict(base_ns: list[int], head_ns: list[int], th: Thresholds, key:
         why = f"p = {mv.p_value:.2g}" + ("" if significant else f" >= {th.alpha:g}")
         mv.reason = f"median {change}, {ci}, {why}: cannot tell a {th.min_effect:.0%} change from noise"
         return mv
-    bar, source = noise_bar(th, history_p50)
+    bar, source = noise_bar(th, history_p50, pooled)
     noise = f"run-to-run noise ±{math.exp(bar) - 1:.1%} ({th.noise_z:g} sd; {source})"
-    if abs(math.log(mv.ratio)) <= bar:
-        mv.reason = f"median {change}, {ci}, p = {mv.p_value:.2g}, but within this cell's {noise}"
+    # With enough history, the step is measured from the centre of the cell's earlier runs, not from the
+    # one base run, which may itself sit at either end of its run-to-run spread.
+    centre = float(np.median(history_p50)) if history_p50 and len(history_p50) >= th.min_history else None
+    step = mv.head / centre if centre else mv.ratio
+    against = f" (vs the median of {len(history_p50)} earlier runs: {abs(step - 1):.1%} {'slower' if step > 1 else 'faster'})" if centre else ""
+    if abs(math.log(step)) <= bar or (step > 1) != (mv.ratio > 1):
+        mv.reason = f"median {change}, {ci}, p = {mv.p_value:.2g}, but within this cell's {noise}{against}"
         return mv
     mv.verdict = REGRESSED if mv.ratio > 1 else IMPROVED
-    mv.reason = f"median {change}, {ci}, p = {mv.p_value:.2g}, beyond {noise}"
+    mv.reason = f"median {change}, {ci}, p = {mv.p_value:.2g}, beyond {noise}{against}"
     return mv
 
 
-def noise_bar(th: Thresholds, history_p50: list[float] | None) -> tuple[float, str]:
-    """The bar on |log ratio| that run-to-run noise sets, and where its estimate came from."""
+def noise_bar(th: Thresholds, history_p50: list[float] | None, pooled: tuple[float, int] | None = None) -> tuple[float, str]:
+    """The bar on |log ratio| that run-to-run noise sets, and where its estimate came from.
+
+    ``pooled`` = (sd, cells): the run-to-run sd seen across the other cells of this very comparison
+    (:func:`pooled_noise`); while a cell's own history is short, the bar is never below it, so a night
+    on which every cell moved by tens of percent in both directions flags none of them.
+    """
     n = len(history_p50 or [])
     est = run_noise(history_p50) if n >= 2 else None
+    if n < th.min_history and pooled is not None and pooled[0] > max(th.prior_noise, est or 0.0):
+        return th.noise_z * math.sqrt(2) * pooled[0], f"spread of this comparison's {pooled[1]} cells; {n} earlier runs of this cell"
     if est is not None and n >= th.min_history:
-        sd, source = est, f"from {n} earlier runs"
+        # head vs the median of n earlier runs: the spread of one run plus the centre's own uncertainty
+        return th.noise_z * math.sqrt(1 + 1 / n) * est, f"from {n} earlier runs"
     elif est is not None:
         sd, source = max(th.prior_noise, est), f"{n} earlier runs, at least the {th.prior_noise:.0%} prior"
     else:
@@ -294,7 +312,8 @@ def _option_notes(base: CellRecord, head: CellRecord) -> list[str]:
     return [f"option {k}: {base.options.get(k)!r} -> {head.options.get(k)!r}" for k in keys if base.options.get(k) != head.options.get(k)]
 
 
-def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50: list[float] | None = None) -> CellComparison:
+def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50: list[float] | None = None,
+                 pooled: tuple[float, int] | None = None) -> CellComparison:
     """Every metric of one matched cell, and the cell's verdict (regressed if any metric regressed)."""
     out = CellComparison(head.cell_key, *coordinates(head), status="compared", verdict=UNCHANGED, notes=_option_notes(base, head))
     if head.status != "ok":
@@ -307,7 +326,7 @@ def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50
         return out
     reasons = [f"{side}: {d}" for side, d in (("base", disturbance(base)), ("head", disturbance(head))) if d]
     lat = latency_verdict(base.result.samples_ns, head.result.samples_ns, th, key=head.cell_key,
-                          disturbed="; ".join(reasons) or None, history_p50=history_p50)
+                          disturbed="; ".join(reasons) or None, history_p50=history_p50, pooled=pooled)
     metrics = [lat, accuracy_verdict(_top1(base), _top1(head), th),
                threshold_verdict("memory", _peak_rss(base), _peak_rss(head), th.memory_threshold, th.memory_floor_mib, "MiB"),
                threshold_verdict("size", _size(base), _size(head), th.size_threshold, 0.0, "bytes")]
@@ -324,18 +343,38 @@ def overall(verdicts: list[str]) -> str:
     return UNCHANGED
 
 
+MIN_POOLED = 4  # cells needed to estimate run-to-run noise from one comparison
+
+
+def pooled_noise(pairs: list[tuple[CellRecord, CellRecord]]) -> tuple[float, int] | None:
+    """Run-to-run sd of log median latency estimated across the cells of one comparison.
+
+    Each undisturbed pair gives log(head p50 / base p50); without a change these scatter with sd
+    sqrt(2) x the run-to-run sd. The MAD around their median is robust to the few cells that really
+    changed, and to a shift of the whole machine (which moves the median, not the spread).
+    """
+    logs = [math.log(h.result.latency.p50_ms / b.result.latency.p50_ms) for b, h in pairs
+            if b.status == h.status == "ok" and b.result and h.result and b.result.latency and h.result.latency
+            and not disturbance(b) and not disturbance(h)]
+    if len(logs) < MIN_POOLED:
+        return None
+    arr = np.asarray(logs)
+    return float(np.median(np.abs(arr - np.median(arr)))) * 1.4826 / math.sqrt(2), len(logs)
+
+
 def compare_cells(base_cells: list[CellRecord], head_cells: list[CellRecord], th: Thresholds,
                   history: dict[tuple[Any, ...], list[float]] | None = None) -> list[CellComparison]:
     """Match cells by coordinates and compare each pair; cells on one side only are listed as such."""
     base_by = {coordinates(c): c for c in base_cells}
     head_by = {coordinates(c): c for c in head_cells}
+    pooled = pooled_noise([(base_by[k], h) for k, h in head_by.items() if k in base_by])
     out = []
     for k, head in head_by.items():
         base = base_by.get(k)
         if base is None:
             out.append(CellComparison(head.cell_key, *k, status="only-in-head", verdict=INCONCLUSIVE, notes=["new cell: nothing to compare with"]))
             continue
-        out.append(compare_cell(base, head, th, (history or {}).get(k)))
+        out.append(compare_cell(base, head, th, (history or {}).get(k), pooled))
     for k, base in base_by.items():
         if k not in head_by:
             out.append(CellComparison(base.cell_key, *k, status="only-in-base", verdict=INCONCLUSIVE, notes=["not in the head run"]))

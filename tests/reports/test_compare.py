@@ -73,6 +73,18 @@ def test_run_to_run_noise_from_history_raises_the_bar():
     assert bar_few >= bar
 
 
+def test_with_history_the_step_is_measured_from_the_history_not_the_one_base_run():
+    history = [0.50, 0.52, 0.49, 0.51, 0.50, 0.48, 0.53, 0.50]  # this cell's earlier runs (ms)
+    fast_base = ar1_samples(0.40, 3000, seed=21)  # a base run that happened to land 20% fast
+    same_as_usual = ar1_samples(0.50, 3000, seed=22)
+    mv = cmp.latency_verdict(fast_base, same_as_usual, TH, "k", history_p50=history)
+    assert mv.verdict == cmp.INCONCLUSIVE and "vs the median of 8 earlier runs" in mv.reason  # +25% vs base, 0% vs history
+    slower = ar1_samples(0.65, 3000, seed=23)
+    assert cmp.latency_verdict(fast_base, slower, TH, "k", history_p50=history).verdict == cmp.REGRESSED
+    bar, source = cmp.noise_bar(TH, history)
+    assert source == "from 8 earlier runs" and bar == pytest.approx(TH.noise_z * np.sqrt(1 + 1 / 8) * cmp.run_noise(history))
+
+
 def test_contended_cells_are_inconclusive_never_regressed():
     base = cell_with(ar1_samples(0.5, 3000, seed=11))
     head = cell_with(ar1_samples(0.9, 3000, seed=12), contended=True)
@@ -115,3 +127,21 @@ def test_cell_matching_failures_and_option_changes():
     assert by["dense"].status == "compared" and "option threads: 2 -> 1" in by["dense"].notes
     assert by["new"].status == "only-in-head" and by["gone"].status == "only-in-base"
     assert by["gone2"].status == "failed-in-head" and by["gone2"].verdict == cmp.REGRESSED  # a cell that now fails is a regression
+
+
+def test_a_night_where_every_cell_moved_both_ways_flags_none_but_one_cell_alone_is_flagged():
+    from edgebench.bench.store import CellRecord
+
+    def pair(i, base_ms, head_ms):
+        b, h = cell_with(ar1_samples(base_ms, 2000, seed=100 + i)), cell_with(ar1_samples(head_ms, 2000, seed=200 + i))
+        for c in (b, h):
+            c.cell_key, c.recipe = f"m/r{i}/ort/fp32/b1/local", f"r{i}"
+        return b, h
+
+    noisy = [pair(0, 0.5, 0.65), pair(1, 0.5, 0.38), pair(2, 0.5, 0.62), pair(3, 0.5, 0.40), pair(4, 0.5, 0.6), pair(5, 0.5, 0.42)]
+    assert cmp.pooled_noise(noisy)[0] > 0.1
+    verdicts = [c.verdict for c in cmp.compare_cells([b for b, _ in noisy], [h for _, h in noisy], TH)]
+    assert cmp.REGRESSED not in verdicts and cmp.IMPROVED not in verdicts
+    quiet = [pair(i, 0.5, 0.5 * (1 + 0.01 * (-1) ** i)) for i in range(5)] + [pair(5, 0.5, 0.8)]
+    out = {c.recipe: c.verdict for c in cmp.compare_cells([b for b, _ in quiet], [h for _, h in quiet], TH)}
+    assert out["r5"] == cmp.REGRESSED and all(v != cmp.REGRESSED for k, v in out.items() if k != "r5")
