@@ -84,3 +84,30 @@ def test_device_venv_has_no_torch_and_runs_host_built_int8(built, wheel, tmp_pat
     assert result["accuracy"]["top1"] == pytest.approx(host_top1)  # the same int8 model, the same answers
     labels = np.load(built.eval_npz)["labels"]
     assert result["accuracy"]["n"] == len(labels)
+
+
+def test_a_pi_with_only_tflite_runtime_runs_host_built_litert_cells(built, wheel, tmp_path):
+    """tflite-runtime stopped at 2.14 (2023) and needs numpy 1.x, yet boards still carry it: the worker
+    runs on it with nothing but numpy and psutil beside edgebench, and says what the old delegate took."""
+    prep = Preparer(Cache(built.cache_root), log=lambda _: None)
+    venv = tmp_path / "venv-tflite-runtime"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    for args in (["tflite-runtime==2.14.0", "numpy<2", "psutil"], ["--no-deps", str(wheel)]):
+        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, timeout=600, env=ENV)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    infos = {}
+    for precision in ("fp32", "int8"):
+        art = prep.artifact("small_cnn", recipes.load("dense"), "litert", precision)
+        spec = CellSpec(cell_key=f"small_cnn/dense/litert/{precision}/b1/pi", backend="litert", precision=precision,
+                        artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=1, eval_data=str(built.eval_npz),
+                        options={"threads": 1}, measure=MeasureSettings(warmup_runs=2, warmup_seconds=0.0, min_runs=20, min_seconds=0.05))
+        result = run_cell(py, spec, tmp_path)
+        assert result["status"] == "ok", result.get("error")
+        check = art.manifest["facts"]["export_check"]
+        assert result["accuracy"]["top1"] == pytest.approx(check.get("top1", built.dense_facts["top1_torch"]))
+        infos[precision] = result["backend_info"]
+    assert all(i["interpreter"] == "tflite-runtime 2.14.0" for i in infos.values())
+    assert infos["fp32"]["delegate"] == "XNNPACK" and infos["fp32"]["undelegated_ops"] == []
+    # whatever 2.14's delegate does with int8, the result says it op by op
+    assert infos["int8"]["delegated_ops"] + len(infos["int8"]["undelegated_ops"]) == infos["int8"]["total_ops"] > 0
