@@ -472,23 +472,27 @@ def _check_against(backend: Any, path: Path, precision: str, reference: Entry, d
     """A quantised artifact against the same backend's fp32 artifact, on the real evaluation set:
     top-1 agreement, both top-1 accuracies and the difference in points (the number that matters
     for int8), and the largest logit difference."""
-    from edgebench.bench.worker import evaluate
+    from edgebench.bench.worker import accuracy_and_fidelity, evaluate
 
     avail = backend.availability()
     if not avail.available:
         return {"skipped": f"not checked: {backend.name} {avail.reason}"}
     data = np.load(dense.dir / "eval.npz")
     inputs = data["inputs"]
+    labels = data["labels"] if "labels" in data.files else None
     opts = {"threads": 1, "batch": CHECK_BATCH}
     got = evaluate(backend.load(path, precision, opts), inputs, CHECK_BATCH)
     ref_path = reference.dir / reference.manifest["facts"]["artifact"]
     want = evaluate(backend.load(ref_path, "fp32", opts), inputs, CHECK_BATCH)
+    # the same accuracy and fidelity numbers a cell reports, with the fp32 artifact as the reference
+    acc, fid = accuracy_and_fidelity(got, labels, want)
+    ref_acc, _ = accuracy_and_fidelity(want, labels, None)
     out: dict[str, Any] = {"reference": f"{backend.name} fp32", "n": int(len(inputs)),
-                           "agreement": float(np.mean(got.argmax(1) == want.argmax(1))), "max_abs_diff": float(np.abs(got - want).max())}
-    if "labels" in data.files:
-        top1, ref_top1 = float(np.mean(got.argmax(1) == data["labels"])), float(np.mean(want.argmax(1) == data["labels"]))
-        out.update(top1=top1, reference_top1=ref_top1, delta_pts=(top1 - ref_top1) * 100, tolerance_pts=QUANTIZED_TOLERANCE_PTS,
-                   ok=(top1 - ref_top1) * 100 >= -QUANTIZED_TOLERANCE_PTS)
+                           "agreement": fid.top1_agreement, "max_abs_diff": fid.max_abs_diff}
+    if acc is not None and ref_acc is not None:
+        delta = (acc.top1 - ref_acc.top1) * 100
+        out.update(top1=acc.top1, reference_top1=ref_acc.top1, delta_pts=delta, tolerance_pts=QUANTIZED_TOLERANCE_PTS,
+                   ok=delta >= -QUANTIZED_TOLERANCE_PTS)
     return out
 
 
