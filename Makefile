@@ -5,9 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,regress,postgres,dev
+EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,regress,postgres,ssh,dev
 
-.PHONY: install demo test test-fast bench constraints browser postgres clean
+.PHONY: install demo test test-fast bench constraints browser postgres sshd clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ browser:
 # (tests/conftest.py), so the cluster the package may start on 5432 is not used.
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update && $(APT) install -y postgresql; }
+
+# Debian's OpenSSH server for the ssh-loopback target tests: they start their own sshd on a free loopback
+# port with generated keys (tests/sshd_support.py); the package's own service is not used.
+sshd:
+	test -x /usr/sbin/sshd || { $(APT) update && $(APT) install -y openssh-server; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

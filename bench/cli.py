@@ -31,10 +31,13 @@ def _paths(home: Optional[Path], store: Optional[str]):
 @app.command()
 def run(
     suite: Optional[Path] = typer.Argument(None, help="Suite YAML [default: the built-in default suite]."),
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Run on this target instead of the suite's (repeatable; `edgebench target list`)."),
+    targets_file: Optional[Path] = typer.Option(None, "--targets", envvar="EDGEBENCH_TARGETS", help="YAML file of your target profiles [default: ~/.config/edgebench/targets.yaml]."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Finish a stored run: re-run only its cells that did not finish ok or skipped."),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
-    """Run a suite on this host: build (or reuse) the models, measure every cell, write the report.
+    """Run a suite: build (or reuse) the models on this host, measure every cell on its target, write the report.
 
     Exit code 0 when every cell ran or was skipped (backend not installed), 1 when a cell failed,
     2 for a configuration error.
@@ -45,13 +48,20 @@ def run(
     from edgebench.bench.runner import Runner
     from edgebench.reports import render
 
-    loaded = load_suite(suite)
     paths = _paths(home, store)
+    if resume is not None:
+        from edgebench.bench.resume import load_for_resume
+
+        if suite is not None or target:
+            raise typer.BadParameter("--resume takes the suite and targets the run was started with; give neither", param_hint="--resume")
+        loaded = load_for_resume(paths, resume, targets_file)
+    else:
+        loaded = load_suite(suite, targets=target or None, targets_file=targets_file)
     runner = None
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
             runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
-            summary = runner.run(loaded)
+            summary = runner.run(loaded, resume=resume)
     finally:
         # Even an interrupted run gets a report of the cells it finished.
         if runner is not None and runner.run_id is not None:
@@ -62,7 +72,8 @@ def run(
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
         f"built {summary.trained} trained, {summary.pruned} pruned, {summary.exported} exported, {summary.cache_hits} from cache"
-        + (" (nothing rebuilt: all from cache)" if built == 0 else ""),
+        + (" (nothing rebuilt: all from cache)" if built == 0 else "")
+        + (f"; copied {summary.copied_files} files ({summary.copied_bytes / 2**20:.1f} MiB) to targets" if summary.copied_files else ""),
         markup=False,
     )
     for failure in summary.failures:
@@ -158,6 +169,7 @@ def worker(ctx: typer.Context) -> None:
 
 from edgebench.bench import cli_reports; cli_reports.register(app)  # noqa: E402,E702  (report commands: edgebench recommend)
 from edgebench.bench import cli_regress; cli_regress.register(app)  # noqa: E402,E702  (compare, check, baseline, history, export)
+from edgebench.bench import cli_targets; cli_targets.register(app)  # noqa: E402,E702  (target list/show/probe/setup)
 
 
 def main() -> None:

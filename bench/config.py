@@ -18,7 +18,6 @@ from edgebench.bench.results import MeasureSettings
 
 SUITES = Path(__file__).parent / "suites"
 DEFAULT_SUITE = SUITES / "default.yaml"
-KNOWN_TARGETS = ("local",)
 
 
 class Strict(BaseModel):
@@ -84,7 +83,8 @@ class Suite(Strict):
     backends: list[BackendRef] = Field(..., min_length=1)
     precisions: list[str] = Field(["fp32"], min_length=1)
     batch_sizes: list[int] = Field([1], min_length=1)
-    targets: list[str] = Field(["local"], min_length=1)
+    targets: list[str] = Field(["local"], min_length=1, description="target profile names (edgebench target list)")
+    target_profiles: list[dict[str, Any]] = Field(default_factory=list, description="this suite's own target profiles (targets/profiles.py)")
     threads: int | None = Field(None, ge=1, le=1024, description="default intra-op threads for every backend")
     measure: Measure = Field(default_factory=Measure)
     cell_timeout_s: float = Field(300.0, gt=0)
@@ -133,13 +133,18 @@ class LoadedSuite:
     text: str
     recipes: list[Any]
     user_models: dict[str, Any] = field(default_factory=dict)  # name -> zoo.ZooEntry
+    profiles: dict[str, Any] = field(default_factory=dict)  # target name -> targets.profiles.TargetProfile
 
     def cells(self) -> list[Cell]:
         """The full matrix, in a stable order (targets outermost so a board's cells run together)."""
         s = self.suite
-        default_threads = s.threads or _default_threads()
         out = []
         for target in s.targets:
+            profile = self.profiles.get(target)
+            # A board's own CPU count is not the host's: remote cells without a thread count get the
+            # profile's, else the worker uses every CPU the device gives it.
+            local = profile is None or profile.is_local
+            default_threads = s.threads or (profile.threads if profile else None) or (_default_threads() if local else None)
             for model in s.model_names():
                 for recipe in self.recipes:
                     for ref in s.backend_refs():
@@ -262,10 +267,17 @@ def _reject_repeats(suite: Suite, source: Path) -> None:
             seen.add(value)
 
 
-def load_suite(path: Path | None = None) -> LoadedSuite:
-    """Read, validate and resolve a suite (the built-in default when ``path`` is None)."""
+def load_suite(path: Path | None = None, targets: list[str] | None = None, targets_file: Path | None = None,
+               extra_profiles: list[dict[str, Any]] | None = None) -> LoadedSuite:
+    """Read, validate and resolve a suite (the built-in default when ``path`` is None).
+
+    ``targets`` replaces the suite's target list (``edgebench run --target``); profiles come from the
+    built-ins, ``targets_file`` (or $EDGEBENCH_TARGETS, ~/.config/edgebench/targets.yaml) and the
+    suite's ``target_profiles``.
+    """
     from edgebench.backends import base
     from edgebench.models import recipes, zoo
+    from edgebench.targets.profiles import load_profiles
 
     source = _suite_path(path)
     data = load_yaml(source)
@@ -287,9 +299,15 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
         if ref.name not in base.names():
             raise ConfigError(f"{source}: backends[{i}]: unknown backend {ref.name!r}; known backends: {', '.join(base.names())}")
         _check_backend_ref(base.get(ref.name), ref, source, f"backends[{i}]")
+    profiles = load_profiles(targets_file, suite.target_profiles + list(extra_profiles or []), f"{source}: target_profiles")
+    if targets:
+        suite.targets = list(dict.fromkeys(targets))
+    resolved_profiles = {}
     for i, target in enumerate(suite.targets):
-        if target not in KNOWN_TARGETS:
-            raise ConfigError(f"{source}: targets[{i}]: unknown target {target!r}; available targets: {', '.join(KNOWN_TARGETS)}")
+        try:
+            resolved_profiles[target] = profiles.get(target)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: targets[{i}]: {exc}" if not targets else str(exc)) from None
     resolved = []
     for i, ref in enumerate(suite.recipes):
         try:
@@ -303,4 +321,4 @@ def load_suite(path: Path | None = None) -> LoadedSuite:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: recipes: two recipes are both named {dupes[0]!r}; give each recipe a unique name")
-    return LoadedSuite(suite, source, source.read_text(), resolved, user_models)
+    return LoadedSuite(suite, source, source.read_text(), resolved, user_models, resolved_profiles)

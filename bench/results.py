@@ -103,6 +103,10 @@ class CellResult:
     contention: Contention | None = None
     warnings: list[str] = field(default_factory=list)
     worker_wall_s: float | None = None
+    # The device during the cell (targets/samplers.py DeviceReport as data): timeline, temperatures,
+    # throttling, cool-down wait, power; None when the cell ran without a monitor.
+    device: dict[str, Any] | None = None
+    energy_mj_per_inference: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

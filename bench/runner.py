@@ -6,6 +6,7 @@ every finished cell is already in the store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -62,13 +63,13 @@ class ChildOutcome:
 
 
 def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None,
-               pythonpath: list[str] | None = None) -> ChildOutcome:
+               pythonpath: list[str] | None = None, name: str | None = None) -> ChildOutcome:
     """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result.
 
     ``pythonpath`` adds folders the worker must import from (a user's model factory beside the suite).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    stem = spec.cell_key.replace("/", "__")
+    stem = name or spec.cell_key.replace("/", "__")
     spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
     spec_path.write_text(spec.to_json())
     out_path.unlink(missing_ok=True)
@@ -135,10 +136,29 @@ class RunSummary:
     wall_s: float = 0.0
     report_dir: str | None = None
     failures: list[str] = field(default_factory=list)
+    resumed_from: int | None = None  # cells already finished when a run was resumed
+    copied_files: int = 0  # files sent to remote targets (0 when every one was already there)
+    copied_bytes: int = 0
+    targets: dict[str, Any] = field(default_factory=dict)  # name -> its profile as data (resume reuses them)
+
+
+@dataclass
+class Job:
+    """A cell whose artifact is built and which only needs measuring on its target."""
+
+    cell: Cell
+    record: CellRecord
+    spec: CellSpec  # host paths; the transport rewrites them to the device's
+    index: int
 
 
 class Runner:
-    """Runs a loaded suite on the local host into a store."""
+    """Runs a loaded suite into a store: host-side preparation first, then each target's cells.
+
+    Targets are measured in parallel, one cell at a time per target (a board is never shared between
+    two of its own cells). ``run(..., resume=RUN_ID)`` re-measures only the cells of a stored run that
+    did not finish ok or skipped.
+    """
 
     def __init__(self, paths: Paths, log: Callable[[str], None] = print, progress: Any = None) -> None:
         self.paths = paths
@@ -147,40 +167,26 @@ class Runner:
         self.store = Store(paths.store_location)
         self.run_id: str | None = None
         self._pythonpath: list[str] = []
+        self.previous_errors: dict[str, str] = {}  # a resumed run's failed cells: key -> their error
 
-    def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None) -> RunSummary:
+    def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None, resume: str | None = None) -> RunSummary:
         from edgebench.models.cache import Cache
         from edgebench.models.prepare import Preparer
-        from edgebench.targets.probe import git_commit
 
         t0 = time.perf_counter()
-        run_id = self.run_id = new_run_id()
-        summary = RunSummary(run_id)
-        self.store.create_run(RunRecord(
-            id=run_id, suite_name=loaded.suite.name, suite_source=str(loaded.source), suite_yaml=loaded.text,
-            status="running", created_at=now(), edgebench_version=__version__,
-            git_commit=git_commit(Path(__file__).resolve().parent.parent),
-        ))
-        self.log(f"run {run_id}: suite {loaded.suite.name!r} from {loaded.source}")
+        run_id, kept = self._open_run(loaded, resume)
+        summary = RunSummary(run_id, resumed_from=len(kept) if resume else None, targets={n: p.model_dump() for n, p in loaded.profiles.items()})
         status = "failed"
         try:
-            for target in loaded.suite.targets:
-                self.store.add_environment(run_id, target, probe_local())
-            cells = loaded.cells()
+            cells = [c for c in loaded.cells() if c.key not in kept]
             for note in quantize_notes(loaded.recipes, cells):
                 self.log(note)
             preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
             self._pythonpath = [str(loaded.source.parent.resolve())] if loaded.user_models else []
-            settings = loaded.measure_settings()
-            task = self.progress.add_task("cells", total=len(cells)) if self.progress else None
-            for cell in cells:
-                record = self._run_cell(cell, preparer, settings, run_id, loaded.suite.cell_timeout_s, on_start)
-                self.store.add_cell(run_id, record)
-                self._tally(summary, record)
-                if self.progress:
-                    self.progress.advance(task)
+            jobs = self._prepare_all(cells, preparer, loaded.measure_settings(), replace=bool(resume), summary=summary)
             c = preparer.counters
             summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
+            asyncio.run(self._measure_targets(loaded, jobs, loaded.suite.cell_timeout_s, summary, replace=bool(resume)))
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -190,7 +196,52 @@ class Runner:
             self.store.finish_run(run_id, status, asdict(summary))
         return summary
 
-    def _run_cell(self, cell: Cell, preparer: Any, settings: MeasureSettings, run_id: str, timeout_s: float, on_start: Any) -> CellRecord:
+    # -- run bookkeeping -------------------------------------------------------------------
+    def _open_run(self, loaded: LoadedSuite, resume: str | None) -> tuple[str, set[str]]:
+        """A new run id, or the resumed run's id and the keys of its cells that need no re-run."""
+        from edgebench.targets.probe import git_commit
+
+        if resume is not None:
+            run_id = self.run_id = self.store.resolve(resume)
+            stored = self.store.cells(run_id, with_samples=False)
+            kept = {c.cell_key for c in stored if c.status in ("ok", "skipped")}
+            self.previous_errors = {c.cell_key: c.error for c in stored if c.cell_key not in kept and c.error}
+            self.store.reopen_run(run_id)
+            self.log(f"run {run_id}: resuming; {len(kept)} cells already finished are kept")
+            return run_id, kept
+        run_id = self.run_id = new_run_id()
+        self.store.create_run(RunRecord(
+            id=run_id, suite_name=loaded.suite.name, suite_source=str(loaded.source), suite_yaml=loaded.text,
+            status="running", created_at=now(), edgebench_version=__version__,
+            git_commit=git_commit(Path(__file__).resolve().parent.parent),
+            summary={"targets": {n: p.model_dump() for n, p in loaded.profiles.items()}},
+        ))
+        self.log(f"run {run_id}: suite {loaded.suite.name!r} from {loaded.source}")
+        return run_id, set()
+
+    def save(self, record: CellRecord, summary: RunSummary, replace: bool) -> None:
+        self.store.add_cell(self.run_id, record, replace=replace)
+        self._tally(summary, record)
+
+    # -- host side: build every artifact before any cell is timed --------------------------
+    def _prepare_all(self, cells: list[Cell], preparer: Any, settings: MeasureSettings, replace: bool, summary: RunSummary) -> dict[str, list[Job]]:
+        # Preparing (training, exporting) while a local cell is timed would contend with it, so the
+        # host finishes its heavy work first.
+        jobs: dict[str, list[Job]] = {}
+        task = self.progress.add_task("preparing", total=len(cells)) if self.progress else None
+        for index, cell in enumerate(cells):
+            outcome = self._prepare(cell, preparer, settings, index)
+            if isinstance(outcome, Job):
+                jobs.setdefault(cell.target, []).append(outcome)
+            else:
+                self.save(outcome, summary, replace)
+            if self.progress:
+                self.progress.advance(task)
+        if self.progress:
+            self.progress.remove_task(task)
+        return jobs
+
+    def _prepare(self, cell: Cell, preparer: Any, settings: MeasureSettings, index: int) -> Job | CellRecord:
         from edgebench.backends import base
         from edgebench.models.prepare import NotApplicable
 
@@ -198,43 +249,48 @@ class Runner:
                             status="skipped", options=dict(cell.options), started_at=now())
         backend = base.get(cell.backend)
         reason = backend.unsupported(cell.precision)
-        avail = backend.availability()
+        avail = backend.availability()  # the host builds the artifact, so it needs the runtime too
         if reason is None and not avail.available:
             reason = f"{cell.backend}: {avail.reason}"
         if reason is not None:
-            record.error = reason
-            record.finished_at = now()
-            self.log(f"{cell.key}: skipped - {reason}")
-            return record
+            return self._finished(record, "skipped", reason)
         try:
             dense = preparer.dense(cell.model)
             model = preparer.pruned(cell.model, cell.recipe)
             export_options = {k: v for k, v in cell.options.items() if k in backend.export_options}
             art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision, export_options)
         except NotApplicable as exc:
-            record.error, record.finished_at = str(exc), now()
-            self.log(f"{cell.key}: skipped - {record.error}")
-            return record
+            return self._finished(record, "skipped", str(exc))
         except Exception as exc:  # a model the exporter cannot handle fails its cells, not the run
-            record.status, record.error, record.finished_at = "failed", f"preparing the artifact failed: {type(exc).__name__}: {one_line(exc, 400)}", now()
-            self.log(f"{cell.key}: failed - {record.error}")
-            return record
+            return self._finished(record, "failed", f"preparing the artifact failed: {type(exc).__name__}: {one_line(exc, 400)}")
         record.facts = {"model": model.manifest["facts"], "artifact": art.manifest["facts"], "dense_top1_torch": dense.manifest["facts"]["top1_torch"],
                         "model_key": model.key, "artifact_key": art.key}
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
                         eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
-        outcome = run_worker(spec, self.paths.cells_dir(run_id), timeout_s, on_start, pythonpath=self._pythonpath)
-        record.result = outcome.result
-        record.status = outcome.result.status
-        record.error = outcome.result.error
-        record.finished_at = now()
-        lat = outcome.result.latency
-        if lat is not None:
-            self.log(f"{cell.key}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.n} runs)" + "".join(f"; {w}" for w in outcome.result.warnings))
-        else:
-            self.log(f"{cell.key}: failed - {record.error}")
+        return Job(cell, record, spec, index)
+
+    def _finished(self, record: CellRecord, status: str, reason: str | None) -> CellRecord:
+        record.status, record.error, record.finished_at = status, reason, now()
+        self.log(f"{record.cell_key}: {status}" + (f" - {reason}" if reason else ""))
         return record
+
+    # -- device side: each target's cells, targets in parallel -----------------------------
+    async def _measure_targets(self, loaded: LoadedSuite, jobs: dict[str, list[Job]], timeout_s: float, summary: RunSummary, replace: bool) -> None:
+        from edgebench.targets.board import Board
+
+        boards = [Board(self, loaded.profiles[target], target_jobs, timeout_s, summary, replace) for target, target_jobs in jobs.items()]
+        await asyncio.gather(*(b.run() for b in boards))
+        for b in boards:
+            summary.copied_files += b.transport.copied.files
+            summary.copied_bytes += b.transport.copied.bytes
+
+    def log_cell(self, record: CellRecord) -> None:
+        lat = record.result.latency if record.result else None
+        if record.status == "ok" and lat is not None:
+            self.log(f"{record.cell_key}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.n} runs)" + "".join(f"; {w}" for w in record.result.warnings))
+        else:
+            self.log(f"{record.cell_key}: {record.status} - {record.error}")
 
     @staticmethod
     def _tally(summary: RunSummary, record: CellRecord) -> None:
@@ -267,15 +323,7 @@ def quantize_notes(recipes: list[Any], cells: list[Cell]) -> list[str]:
     return notes
 
 
-def probe_local() -> dict[str, Any]:
-    """The local fingerprint, taken by the worker in a child process (as a remote target would)."""
-    out = subprocess.run([sys.executable, "-m", "edgebench.bench.worker", "probe"], capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        return {"error": f"probe failed: {_tail_text(out.stderr)}"}
-    return json.loads(out.stdout)
-
-
 def _tail_text(text: str, lines: int = 3) -> str:
-    """The last non-empty lines of a child's stderr, joined on one line."""
-    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])[:400]
+    from edgebench.targets.transport import tail_text
+
+    return tail_text(text, lines)

@@ -237,11 +237,21 @@ class Store:
             conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=now(), summary=summary))
 
     def add_environment(self, run_id: str, target: str, fingerprint: dict[str, Any]) -> None:
+        """Store (or replace: a resumed run probes again) ``target``'s fingerprint for a run."""
         with self.engine.begin() as conn:
+            conn.execute(environments.delete().where(environments.c.run_id == run_id, environments.c.target == target))
             conn.execute(environments.insert().values(run_id=run_id, target=target, captured_at=now(), fingerprint=fingerprint))
 
-    def add_cell(self, run_id: str, cell: CellRecord) -> int:
-        """Write one finished cell and all its samples in one transaction; returns its id."""
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a stored run as running again (``edgebench run --resume``)."""
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(status="running", finished_at=None))
+
+    def add_cell(self, run_id: str, cell: CellRecord, replace: bool = False) -> int:
+        """Write one finished cell and all its samples in one transaction; returns its id.
+
+        ``replace`` first removes a stored cell with the same key (a resumed run re-measuring it).
+        """
         result = cell.result
         lat = result.latency if result else None
         row = {
@@ -254,6 +264,11 @@ class Store:
             "result": _result_without_samples(result),
         }
         with self.engine.begin() as conn:
+            if replace:
+                old = conn.execute(sa.select(cells.c.id).where(cells.c.run_id == run_id, cells.c.cell_key == cell.cell_key)).scalars().all()
+                if old:
+                    conn.execute(samples.delete().where(samples.c.cell_id.in_(old)))
+                    conn.execute(cells.delete().where(cells.c.id.in_(old)))
             cell_id = conn.execute(cells.insert().values(**row)).inserted_primary_key[0]
             if result and result.samples_ns:
                 conn.execute(samples.insert(), [{"cell_id": cell_id, "idx": i, "latency_ns": int(v)} for i, v in enumerate(result.samples_ns)])

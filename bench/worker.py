@@ -4,13 +4,14 @@ Locally the harness starts it as a child process; on a board the same module is 
 It imports only numpy, psutil, the standard library and the one runtime the cell needs.
 
     python -m edgebench.bench.worker run CELL.json --out RESULT.json
-    python -m edgebench.bench.worker probe [--out FP.json]
+    python -m edgebench.bench.worker probe [--state] [--out FP.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -35,6 +36,7 @@ class CellSpec:
     eval_data: str
     options: dict[str, Any] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    monitor: dict[str, Any] | None = None  # targets.samplers.MonitorSettings as data; None: no device monitor
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -102,9 +104,15 @@ def run_cell(spec: CellSpec) -> CellResult:
         labels = data["labels"] if "labels" in data.files else None  # latency-only models have none
         reference = data["reference_logits"] if "reference_logits" in data.files else None
 
+        monitor = _monitor(spec)
+        cooldown = monitor.cooldown() if monitor else None
+        if monitor:
+            monitor.start()
+            _idle(monitor)
         sampler = MemorySampler(settings.rss_interval_s, settings.uss_interval_s).start()
         result = CellResult(status="ok")
         try:
+            _mark(monitor, "load")
             t0 = time.perf_counter()
             session = _load(backend, artifact, spec)
             result.load_s = time.perf_counter() - t0
@@ -117,12 +125,15 @@ def run_cell(spec: CellSpec) -> CellResult:
             result.first_inference_s = time.perf_counter() - t0
 
             meter = ContentionMeter(settings.contention_threshold)
+            _mark(monitor, "measure")
             meter.start()
             timed = time_runs(lambda: session.run_prepared(prepared), settings)
             result.contention = meter.stop()
+            _mark(monitor, "evaluate")
             logits = evaluate(session, inputs, spec.batch)
         finally:
             sampler.stop()
+            report = monitor.stop() if monitor else None
 
         result.backend_info = {"version": avail.version, **session.describe()}
         result.warmup_runs, result.warmup_s = timed.warmup_runs, timed.warmup_s
@@ -131,6 +142,12 @@ def run_cell(spec: CellSpec) -> CellResult:
         result.memory = sampler.stats()
         result.memory_timeline = sampler.timeline
         result.accuracy, result.fidelity = accuracy_and_fidelity(logits, labels, reference)
+        if report is not None:
+            from edgebench.targets.samplers import energy_per_inference_mj
+
+            report.cooldown = cooldown
+            result.device = report.to_dict()
+            result.energy_mj_per_inference = energy_per_inference_mj(report, result.latency.mean_ms / 1000, spec.batch)
         result.warnings = _warnings(result, timed.stopped_by_cap, settings)
     except Exception as exc:  # one cell's failure is data, never the end of the run
         result = CellResult.failed(_one_line(exc), backend_info={"traceback": traceback.format_exc(limit=8)})
@@ -138,9 +155,33 @@ def run_cell(spec: CellSpec) -> CellResult:
     return result
 
 
+def _monitor(spec: CellSpec) -> Any:
+    if spec.monitor is None:
+        return None
+    from edgebench.targets.samplers import DeviceMonitor, MonitorSettings
+
+    return DeviceMonitor(MonitorSettings(**spec.monitor))
+
+
+def _idle(monitor: Any) -> None:
+    """Sample the idle device before loading anything: the baseline that energy per inference subtracts."""
+    idle_s = monitor.settings.idle_s
+    if idle_s > 0:
+        monitor.mark("idle")
+        time.sleep(idle_s)
+
+
+def _mark(monitor: Any, phase: str) -> None:
+    if monitor is not None:
+        monitor.mark(phase)
+
+
 def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
+    options = {**spec.options, "batch": spec.batch}
+    if options.get("threads") is None:  # a remote cell with no thread count uses every CPU the device gives it
+        options["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        return backend.load(artifact, spec.precision, {**spec.options, "batch": spec.batch})
+        return backend.load(artifact, spec.precision, options)
     except Exception as exc:
         raise RuntimeError(f"{artifact}: {spec.backend} could not load it ({_one_line(exc)}); re-export it or check the file") from exc
 
@@ -152,6 +193,12 @@ def _warnings(result: CellResult, cap: str | None, settings: MeasureSettings) ->
         out.append(f"high variance: CoV {lat.cov:.1%} > {settings.cov_warn:.0%}")
     if cap:
         out.append(f"measurement {cap}")
+    device = result.device or {}
+    if device.get("throttled"):
+        out.append("throttled: " + "; ".join(device.get("throttle_reasons") or ["the device throttled"]))
+    cool = device.get("cooldown") or {}
+    if cool.get("reached") is False:
+        out.append(f"cool-down: still {cool.get('end_c')} C after {cool.get('waited_s', 0):.0f} s (limit {cool.get('limit_c')} C)")
     c = result.contention
     if c is not None and c.contended:
         stolen = f" ({c.steal_share:.0%} stolen by the hypervisor)" if c.steal_share else ""
@@ -165,6 +212,16 @@ def _one_line(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) or not str(exc) else exc)
 
 
+def probe_payload(state_only: bool = False) -> dict[str, Any]:
+    """The fingerprint with the device's state now and the edgebench source digest (targets/version.py)."""
+    from edgebench.targets import probe
+    from edgebench.targets.version import source_digest
+
+    if state_only:
+        return probe.device_state()
+    return {**probe.fingerprint(), "edgebench_source": source_digest(), "device_state": probe.device_state()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgebench-worker", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,13 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("spec", type=Path)
     run.add_argument("--out", type=Path, help="where to write the result JSON (default: stdout)")
     probe = sub.add_parser("probe", help="print this machine's environment fingerprint")
+    probe.add_argument("--state", action="store_true", help="only the device state now (temperatures, clocks, throttling)")
     probe.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     if args.command == "probe":
-        from edgebench.targets.probe import fingerprint
-
-        payload: dict[str, Any] = fingerprint()
+        payload: dict[str, Any] = probe_payload(args.state)
     else:
         try:
             spec = CellSpec.from_json(args.spec.read_text())

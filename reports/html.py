@@ -38,6 +38,8 @@ WARNING_KINDS = [
     ("sparse-path", "sparse-path", "Weights are stored sparse (DENSIFY) for XNNPACK's sparse kernels, which run on ARM CPUs only; on other CPUs XNNPACK densifies them at load and runs dense."),
     ("ops not delegated", "ops not delegated", "Some operators run outside the backend's delegate/accelerator, usually on a slower path."),
     ("measurement", "measurement capped", "A max_runs or max_seconds cap stopped the measurement before its floors were reached."),
+    ("throttled", "throttled", "The device throttled while this cell ran (Pi throttle bits, a CPU frequency cap, or a temperature above the profile's threshold): its latencies are not the device's normal speed."),
+    ("cool-down", "cool-down", "The device was still above the profile's temperature limit when the cool-down wait ran out."),
 ]
 
 
@@ -270,7 +272,7 @@ def _sparsity_charts(ids: _Ids, target: str, rows: list[Row], methods: dict[str,
 
 # -- tables ---------------------------------------------------------------------------------------
 SHORT_TAGS = {"contended": "contended", "high variance": "CoV", "sparse-not-used": "sparse unused", "sparse-path": "sparse path",
-              "ops not delegated": "undelegated", "measurement capped": "capped"}
+              "ops not delegated": "undelegated", "measurement capped": "capped", "throttled": "throttled", "cool-down": "hot"}
 
 
 def _flags(r: Row) -> str:
@@ -408,6 +410,17 @@ def _recommendation_block(report: RunReport, target: str, boot: Bootstrapper) ->
     return "\n".join(out)
 
 
+def _device_block(rows: list[Row]) -> str:
+    """One line per measured cell: temperature, throttling, other load, cool-down wait, energy."""
+    from edgebench.reports.tables import device_line
+
+    if not rows:
+        return ""
+    items = "".join(f'<li class="device-line{" bad" if r.throttled or r.contended else ""}"><code>{_e(r.cell_key)}</code>: {_e(device_line(r))}</li>' for r in rows)
+    return ('<h3>Device state</h3><p class="muted">Sampled on the device while each cell ran (targets/samplers.py); '
+            'what a target does not expose says "not available".</p><ul class="device">' + items + "</ul>")
+
+
 # -- environment ----------------------------------------------------------------------------------
 FINGERPRINT_LABELS = {
     "hostname": "host name", "board_model": "board", "cpu_model": "CPU", "machine": "architecture",
@@ -416,6 +429,8 @@ FINGERPRINT_LABELS = {
     "os": "OS", "kernel": "kernel", "python": "Python", "python_implementation": "Python implementation", "numpy": "NumPy",
     "backends": "backends", "edgebench_version": "edgebench version", "edgebench_commit": "edgebench commit",
     "load_average": "load average (1, 5, 15 min) at start", "error": "probe error",
+    "state_start": "device state at run start", "state_end": "device state at run end", "target_profile": "target profile",
+    "edgebench_source": "edgebench source digest", "nvpmodel": "nvpmodel power mode", "l4t_release": "L4T release",
 }
 
 
@@ -522,7 +537,7 @@ table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hove
 td.failed { color: var(--bad); } tr.status-skipped td.failed { color: var(--muted); }
 .ref { font-size: 10px; background: #eef; color: #335; padding: 0 4px; border-radius: 3px; }
 .tag { display: inline-block; font-size: 10.5px; padding: 0 5px; border-radius: 3px; background: #eee; color: #333; margin: 1px 2px 1px 0; white-space: nowrap; }
-.tag-contended { background: #fde2e1; color: #8a1c1c; } .tag-high-variance { background: #fff1cc; color: #6b4d00; }
+.tag-contended, .tag-throttled, .tag-cool-down { background: #fde2e1; color: #8a1c1c; } li.device-line.bad { color: #8a1c1c; } .tag-high-variance { background: #fff1cc; color: #6b4d00; }
 .tag-sparse-not-used, .tag-sparse-path { background: #e3efff; color: #16406e; } .tag-ops-not-delegated { background: #f1e3ff; color: #4b1e73; }
 .tag-measurement-capped { background: #e9e9e9; }
 .recommendation { background: #fff; border: 1px solid var(--line); border-left: 5px solid var(--accent); border-radius: 8px; padding: 10px 16px; margin: 10px 0; }
@@ -686,6 +701,7 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
                        '<a href="#failures">Failures</a>.</p>')
         sec.append(f"<h3>Warnings</h3>{_warnings_block(rows)}")
         ok_rows = [r for r in rows if r.status == "ok"]
+        sec.append(_device_block(ok_rows))
         markers = _batch_markers(ok_rows)
         figs = []
         for b in sorted({r.batch for r in ok_rows}):
@@ -759,7 +775,7 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
 <li>Each cell runs in its own worker process. Warm-up and measurement both continue until a run count and a time floor are reached; every per-batch latency sample is stored (samples.csv) and summarised as p50/p90/p99, CoV (std/mean) and throughput (items/s over the measured time).</li>
 <li>Peak memory is the worker's RSS high-water mark (VmHWM), including the interpreter and runtime; (+load) is its rise over the RSS right after importing the runtime.</li>
 <li>Top-1 is measured on the evaluation split at the cell's batch size; agreement is top-1 agreement with the dense PyTorch model's predictions.</li>
-<li>CPU contention is the share of the CPU used by other processes while measuring; above the suite's threshold a cell is flagged <i>contended</i>. Thermal throttling is not measured on any target yet; the frequencies the probe read are in the fingerprint.</li>
+<li>CPU contention is the share of the CPU used by other processes while measuring; above the suite's threshold a cell is flagged <i>contended</i>. Each cell also carries the device's state while it ran (temperatures, CPU clocks, throttle bits, power where a rail exists), sampled by the worker on the device; a cell during which the device throttled is flagged <i>throttled</i>. The probe's state at the start and end of the run is in each target's fingerprint.</li>
 <li>Recommendation: candidates must meet the accuracy-drop limit (vs the dense cell of the same backend at fp32, same batch when it ran) and the memory limit. The best by the objective is compared with every other candidate by a percentile bootstrap (95%, fixed seeds, each cell resampled on its own) of the ratio of the objective's statistic and of the median; if either interval includes 1 they tie. Cells that run the same computation (zeros stored and run dense, same parameters and MACs) tie by construction. Samples are treated as independent, so on a busy machine the intervals are too narrow, not too wide.</li>
 </ul>
 <p>Reproduce: <code>edgebench run {_e(run.suite_source)}</code> on the same environment; suite as run:</p>

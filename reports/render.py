@@ -10,7 +10,7 @@ from typing import Any
 
 from edgebench.bench.store import Store
 from edgebench.reports.html import size_text
-from edgebench.reports.tables import Row, RunReport, by_target, load
+from edgebench.reports.tables import Row, RunReport, by_target, device_line, load
 
 
 def fmt(value: Any, spec: str = ".3f", none: str = "-") -> str:
@@ -47,7 +47,10 @@ def _fingerprint_line(fp: dict[str, Any]) -> str:
     gov = fp.get("cpufreq")
     governors = ", ".join(sorted({p["governor"] for p in gov})) if isinstance(gov, list) else "not available"
     backends = ", ".join(f"{k} {v['version']}" for k, v in fp.get("backends", {}).items() if v.get("available"))
-    return (f"{fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, governor: {governors}), "
+    board = fp.get("board_model")
+    power = f", power mode {fp['nvpmodel']}" if fp.get("nvpmodel") not in (None, "not available") else ""
+    return ((f"{board}: " if board and board != "not available" else "")
+            + f"{fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, governor: {governors}{power}), "
             f"{fp.get('memory_total_mib')} MiB, {fp.get('os')}, kernel {fp.get('kernel')}, Python {fp.get('python')}, "
             f"{backends}; edgebench {fp.get('edgebench_version')} @ {fp.get('edgebench_commit')}")
 
@@ -100,6 +103,10 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
             for r in fidelity:
                 out.append(f"| `{r.cell_key}` | {fmt(r.top5, '.2%')} | {fmt(r.max_abs_diff, '.2e')} | {fmt(r.mean_abs_diff, '.2e')} | "
                            f"{fmt(r.export_max_abs_diff, '.2e')} | {fmt(r.load_ms, '.1f')} | {fmt(r.first_inference_ms, '.2f')} | {fmt(r.other_cpu_share, '.1%')} |")
+        measured = [r for r in rows if r.status == "ok"]
+        if measured:
+            out += ["", "Device state per cell (temperature, throttling, other load, cool-down, energy):", ""]
+            out += [f"- `{r.cell_key}`: {device_line(r)}" for r in measured]
     failures = [r for r in report.rows if r.status != "ok"]
     if failures:
         out += ["", "## Failed and skipped cells", ""] + [f"- `{r.cell_key}` ({r.status}): {r.error}" for r in failures]

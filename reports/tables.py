@@ -60,9 +60,17 @@ class Row:
     other_cpu_share: float | None = None
     speedup_p50: float | None = None
     top1_delta_pts: float | None = None
-    # Energy per item, filled when a target has an energy sampler (none has yet): the recommendation's
-    # ``energy`` objective reads it and says so when it is missing.
+    # Energy per item where the target has a total input power rail (tegrastats VDD_IN / POM_5V_IN,
+    # NVML): (mean power while measuring - idle power before the cell) x latency / batch.
     energy_mj_per_item: float | None = None
+    # The device while the cell ran (targets/samplers.py); None where the target exposes nothing.
+    contended: bool | None = None
+    temp_start_c: float | None = None
+    temp_max_c: float | None = None
+    throttled: bool | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    cooldown_wait_s: float | None = None
+    power_mw: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -96,7 +104,8 @@ def _row(cell: CellRecord) -> Row:
     if r.fidelity:
         row.agreement, row.max_abs_diff, row.mean_abs_diff = r.fidelity.top1_agreement, r.fidelity.max_abs_diff, r.fidelity.mean_abs_diff
     if r.contention:
-        row.other_cpu_share = r.contention.other_cpu_share
+        row.other_cpu_share, row.contended = r.contention.other_cpu_share, r.contention.contended
+    _device_fields(row, r.device, r.energy_mj_per_inference)
     row.warnings = list(r.warnings)
     if r.backend_info.get("sparse_path"):
         # weights stored sparse for a sparse kernel path: whether this CPU can take it (LiteRT/XNNPACK)
@@ -107,6 +116,40 @@ def _row(cell: CellRecord) -> Row:
     if delegation:
         row.warnings.append(delegation)
     return row
+
+
+def _device_fields(row: Row, device: dict[str, Any] | None, energy: float | None) -> None:
+    row.energy_mj_per_item = energy
+    if not device:
+        return
+    row.temp_start_c, row.temp_max_c = device.get("temp_start_c"), device.get("temp_max_c")
+    row.throttled = device.get("throttled")
+    row.throttle_reasons = list(device.get("throttle_reasons") or [])
+    row.cooldown_wait_s = (device.get("cooldown") or {}).get("waited_s")
+    row.power_mw = device.get("measure_power_mw")
+
+
+def device_line(row: Row) -> str:
+    """One line on the device during the cell: temperature, throttling, other load, cool-down, energy."""
+    parts = []
+    if row.temp_max_c is not None:
+        start = f"{row.temp_start_c:.1f} -> " if row.temp_start_c is not None else ""
+        parts.append(f"temperature {start}max {row.temp_max_c:.1f} C")
+    else:
+        parts.append("temperature not available")
+    if row.throttled is None:
+        parts.append("throttling not observed (no sensor)")
+    else:
+        parts.append("THROTTLED (" + "; ".join(row.throttle_reasons) + ")" if row.throttled else "not throttled")
+    if row.other_cpu_share is not None:
+        parts.append(f"other processes {row.other_cpu_share:.1%} CPU" + (" - CONTENDED" if row.contended else ""))
+    if row.cooldown_wait_s:
+        parts.append(f"cool-down wait {row.cooldown_wait_s:.0f} s")
+    if row.power_mw is not None:
+        parts.append(f"{row.power_mw / 1000:.2f} W")
+    if row.energy_mj_per_item is not None:
+        parts.append(f"{row.energy_mj_per_item:.3f} mJ/item")
+    return ", ".join(parts)
 
 
 def _delegation_warning(info: dict[str, Any]) -> str | None:

@@ -10,10 +10,13 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from edgebench.targets import sensors
 
 NA = "not available"
 
@@ -51,6 +54,7 @@ def cpufreq() -> list[dict[str, Any]]:
             "min_mhz": khz("scaling_min_freq"),
             "max_mhz": khz("scaling_max_freq"),
             "cur_mhz": khz("scaling_cur_freq"),
+            "cpuinfo_max_mhz": khz("cpuinfo_max_freq"),  # the silicon's ceiling; max_mhz is the policy's
         })
     return out
 
@@ -115,4 +119,86 @@ def fingerprint() -> dict[str, Any]:
         "edgebench_version": __version__,
         "edgebench_commit": git_commit(source.parent),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else NA,
+        **device_facts(),
+    }
+
+
+def _detect_platform(board: str, l4t: str, nvml: object) -> str:
+    """jetson / raspberry-pi / nvidia-gpu / generic-linux / other, from facts only: the L4T release file
+    or a Jetson device-tree model, a Raspberry Pi device-tree model, an NVIDIA GPU that NVML lists."""
+    if not sensors.is_na(l4t) or board.startswith("NVIDIA Jetson") or "jetson" in board.lower():
+        return "jetson"
+    if board.startswith("Raspberry Pi"):
+        return "raspberry-pi"
+    if isinstance(nvml, list) and nvml:
+        return "nvidia-gpu"
+    return "generic-linux" if sys.platform.startswith("linux") else "other"
+
+
+def device_facts() -> dict[str, Any]:
+    """Platform, Jetson power settings, Raspberry Pi firmware state and NVIDIA GPUs; each "not
+    available" where the machine has none. ``nvpmodel`` is the mode name: comparisons treat it as a
+    power setting (reports/environment.py)."""
+    board = _read("/proc/device-tree/model") or ""
+    l4t = sensors.l4t_release()
+    nvml = sensors.nvml_gpus(static=True)
+    mode = sensors.nvpmodel()
+    clocks = sensors.jetson_clocks()
+    pi = sensors.pi_state() if board.startswith("Raspberry Pi") or sensors.which("vcgencmd") else NA
+    return {
+        "platform": _detect_platform(board, l4t, nvml),
+        "l4t_release": l4t,
+        "nvpmodel": mode["name"] if isinstance(mode, dict) else mode,
+        "nvpmodel_id": mode["id"] if isinstance(mode, dict) and mode["id"] is not None else NA,
+        "jetson_clocks": _clocks_summary(clocks),
+        "tegrastats": sensors.tegrastats_path(),
+        "pi": pi,
+        "nvml": nvml,
+    }
+
+
+def _clocks_summary(clocks: object) -> object:
+    if not isinstance(clocks, dict):
+        return clocks
+    summary = {k: clocks.get(k) for k in ("soc_family", "machine", "online_cpus", "nv_power_mode") if clocks.get(k)}
+    summary["cpus_min_equals_max"] = clocks.get("cpus_min_equals_max")
+    summary["gpu"] = clocks.get("gpu", NA)
+    summary["emc"] = clocks.get("emc", NA)
+    return summary
+
+
+def device_state(root: Path | None = None) -> dict[str, Any]:
+    """A cheap snapshot for the start and end of a run: temperatures, current CPU MHz per policy,
+    throttle state and load. Takes milliseconds (plus three vcgencmd calls on a Pi)."""
+    root = root or sensors.ROOT
+    zones = sensors.thermal_zones(root)
+    devices = sensors.cooling_devices(root)
+    pi = sensors.pi_state()
+    gpus = sensors.nvml_gpus()
+    reasons: list[str] = []
+    if isinstance(pi, dict) and isinstance(pi.get("throttled"), dict):
+        reasons += [r for r in pi["throttled"]["reasons"] if not r.endswith("since boot")]
+    if isinstance(devices, list):
+        reasons += [sensors.cooling_reason(k, v) for k, v in sensors.capped(devices).items()]
+    if isinstance(gpus, list):
+        reasons += [f"nvml: {r}" for g in gpus for r in g.get("throttling", [])]
+    return {
+        "timestamp": time.time(),
+        "time": sensors.now_iso(),
+        "temperatures": {
+            "thermal_zones": zones,
+            "max_c": sensors.max_temperature(zones) if isinstance(zones, dict) else NA,
+            "vcgencmd_c": pi.get("temp_c", NA) if isinstance(pi, dict) else pi,
+            "nvml_c": [g.get("temp_c") for g in gpus] if isinstance(gpus, list) else gpus,
+        },
+        "cpu_mhz": sensors.cpu_cur_mhz(root),
+        "throttle": {
+            "throttled": bool(reasons),
+            "reasons": reasons,
+            "pi": pi.get("throttled", NA) if isinstance(pi, dict) else pi,
+            "cooling_devices": devices,
+            "nvml": [{"index": g["index"], "reasons": g.get("throttle_reasons")} for g in gpus] if isinstance(gpus, list) else gpus,
+        },
+        "pi_arm_mhz": pi.get("arm_mhz", NA) if isinstance(pi, dict) else pi,
+        "load_average": sensors.load_average(),
     }

@@ -232,3 +232,48 @@ def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "edgebench.sqlite")
     return request.getfixturevalue("postgres").new_database()
+
+
+# -- ssh-loopback: a real OpenSSH server on 127.0.0.1 and a torch-free worker venv behind it -------
+
+@dataclass
+class LoopbackTarget:
+    """The running server, a targets file naming ``ssh-loopback``, and what ``target setup`` printed."""
+
+    server: Any
+    targets_file: Path
+    setup_output: str
+
+    def write_targets(self, path: Path, *profiles: dict) -> Path:
+        path.write_text(yaml.safe_dump({"targets": list(profiles)}))
+        return path
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory):
+    from sshd_support import SSHD, start_loopback_sshd
+
+    if not SSHD.exists():
+        _unavailable("OpenSSH server not installed (/usr/sbin/sshd); `make sshd` installs Debian's openssh-server")
+    server = start_loopback_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_loopback(ssh_server, tmp_path_factory: pytest.TempPathFactory) -> LoopbackTarget:
+    """`edgebench target setup ssh-loopback` for real: wheel built here, copied over SSH, venv made there."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("loopback-targets")
+    targets = folder / "targets.yaml"
+    targets.write_text(yaml.safe_dump({"targets": [ssh_server.profile()]}))
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edgebench.bench.cli", "target", "setup", "ssh-loopback", "--targets", str(targets),
+                           "--constraints", str(repo / "constraints.txt")], capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return LoopbackTarget(ssh_server, targets, proc.stdout)

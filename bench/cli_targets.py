@@ -1,0 +1,102 @@
+"""``edgebench target ...``: list and show target profiles, probe a target, set one up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+target_app = typer.Typer(no_args_is_help=True, help="Targets: the host, and boards reached over SSH.")
+TargetsFileOpt = typer.Option(None, "--targets", envvar="EDGEBENCH_TARGETS", help="YAML file of your target profiles [default: ~/.config/edgebench/targets.yaml].")
+
+
+def _profile(name: str, targets_file: Optional[Path]):
+    from edgebench.targets.profiles import load_profiles
+
+    return load_profiles(targets_file).get(name)
+
+
+def _echo(text: str) -> None:
+    from edgebench.bench.cli import console
+
+    console.print(text, markup=False)
+
+
+@target_app.command("list")
+def list_targets(targets_file: Optional[Path] = TargetsFileOpt) -> None:
+    """Every known target profile: built-in and yours."""
+    from edgebench.targets.profiles import load_profiles
+
+    profiles = load_profiles(targets_file)
+    for name in profiles.names():
+        p = profiles.get(name)
+        where = "this host" if p.is_local else f"ssh {p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}{':' + str(p.ssh.port) if p.ssh.port else ''}"
+        _echo(f"{name}: {where}; {p.description}")
+
+
+@target_app.command("show")
+def show_target(name: str, targets_file: Optional[Path] = TargetsFileOpt) -> None:
+    """One profile, resolved (``extends`` applied), as YAML."""
+    import yaml
+
+    _echo(yaml.safe_dump(_profile(name, targets_file).model_dump(), sort_keys=False).rstrip())
+
+
+@target_app.command("probe")
+def probe_target(name: str, targets_file: Optional[Path] = TargetsFileOpt, state: bool = typer.Option(False, "--state", help="Only the device state now.")) -> None:
+    """The target's fingerprint (board, CPU, clocks, governor, power mode, runtimes) as JSON."""
+    from edgebench.targets.transport import make_transport
+
+    profile = _profile(name, targets_file)
+
+    async def go() -> dict:
+        t = make_transport(profile, "probe", Path.cwd())
+        await t.open()
+        try:
+            return await t.probe(state_only=state)
+        finally:
+            await t.close()
+
+    _echo(json.dumps(asyncio.run(go()), indent=2))
+
+
+@target_app.command("setup")
+def setup_target(
+    name: str,
+    targets_file: Optional[Path] = TargetsFileOpt,
+    wheelhouse: Optional[Path] = typer.Option(None, "--wheelhouse", help="Folder of wheels for an offline board (pip install --no-index --find-links)."),
+    extras: Optional[str] = typer.Option(None, "--extras", help="edgebench extras to install, comma-separated [default: the profile's]."),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="An edgebench wheel to install [default: build one from this checkout]."),
+    constraints: Optional[Path] = typer.Option(None, "--constraints", help="A pip constraints file to pin the board's packages."),
+) -> None:
+    """Install this host's edgebench in a venv on the target (wheel built here, copied over SSH), then report versions."""
+    import tempfile
+
+    from edgebench.bench.errors import EdgebenchError
+    from edgebench.targets.setup import build_wheel
+    from edgebench.targets.setup import setup_target as do_setup
+
+    profile = _profile(name, targets_file)
+    for path, what in ((wheelhouse, "--wheelhouse"), (wheel, "--wheel"), (constraints, "--constraints")):
+        if path is not None and not path.exists():
+            raise EdgebenchError(f"{path}: {what} not found; check the path")
+    with tempfile.TemporaryDirectory(prefix="edgebench-wheel-") as tmp:
+        whl = wheel or build_wheel(Path(tmp))
+        _echo(f"{name}: built {whl.name}" if wheel is None else f"{name}: using {whl}")
+        chosen = [e.strip() for e in extras.split(",") if e.strip()] if extras is not None else None
+        report = asyncio.run(do_setup(profile, whl, wheelhouse, chosen, constraints, log=_echo))
+    fp = report.device
+    _echo(f"{name}: venv {report.venv} (Python {fp.get('python')}, {fp.get('machine')}, {fp.get('os')})")
+    _echo(f"{name}: edgebench {fp.get('edgebench_version')} (source {fp.get('edgebench_source')})")
+    for backend, info in sorted((fp.get("backends") or {}).items()):
+        state = f"{info.get('version')}" if info.get("available") else f"not available ({info.get('reason')})"
+        _echo(f"{name}: {backend}: {state}")
+    if report.mismatch:
+        raise EdgebenchError(report.mismatch)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(target_app, name="target")

@@ -1,0 +1,111 @@
+"""``edgebench target setup NAME``: install the host's edgebench on a board, in a venv of its own.
+
+The host builds a wheel from its source, copies it (and, for an offline board, a local wheelhouse)
+over SSH, creates ``VENV`` with the board's Python and installs ``edgebench[EXTRAS]`` there. The
+device side needs only numpy, psutil and one runtime: no torch, no onnx.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench.errors import EdgebenchError, one_line
+from edgebench.targets.profiles import TargetProfile
+from edgebench.targets.transport import Bundle, SSHTransport, TargetUnreachable, tail_text
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """A wheel of the host's edgebench, built from a copy of its package folders (nothing written to the checkout)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    pyproject = SOURCE_ROOT / "pyproject.toml"
+    if not pyproject.exists():
+        raise EdgebenchError(f"{SOURCE_ROOT}: not an edgebench source checkout; pass --wheel FILE (an edgebench wheel) instead")
+    src = Path(tempfile.mkdtemp(prefix="edgebench-wheel-src-"))
+    try:
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(SOURCE_ROOT / name, src / name)
+        for folder in tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"].values():
+            shutil.copytree(SOURCE_ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise EdgebenchError(f"building the edgebench wheel failed: {tail_text(proc.stderr or proc.stdout)}")
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+    wheels = sorted(out_dir.glob("edgebench-*.whl"), key=lambda p: p.stat().st_mtime)
+    return wheels[-1]
+
+
+@dataclass
+class SetupReport:
+    target: str
+    python: str
+    venv: str
+    installed: str
+    device: dict[str, Any] = field(default_factory=dict)
+    mismatch: str | None = None
+    copied_files: int = 0
+
+
+async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | None = None, extras: list[str] | None = None,
+                       constraints: Path | None = None, log: Callable[[str], None] = print, pip_timeout_s: float = 1800) -> SetupReport:
+    """Create the venv on the board, install the wheel with ``extras`` and probe what got installed."""
+    from edgebench.targets.board import version_mismatch
+
+    if profile.is_local:
+        raise EdgebenchError(f"target {profile.name} is this host: it uses the environment edgebench runs in; nothing to set up")
+    extras = profile.extras if extras is None else extras
+    t = SSHTransport(profile, run_id="setup")
+    await t.open()
+    try:
+        venv_python = t.python
+        venv = venv_python.rsplit("/bin/python", 1)[0]
+        log(f"{profile.name}: copying {wheel.name}" + (f" and the wheelhouse {wheelhouse}" if wheelhouse else ""))
+        wheel_dir = await t.place(Bundle([wheel]))
+        pip_source: list[str] = []
+        if wheelhouse is not None:
+            files = sorted(p for p in wheelhouse.iterdir() if p.is_file())
+            if not files:
+                raise EdgebenchError(f"{wheelhouse}: the wheelhouse is empty; fill it with `pip download edgebench[{','.join(extras)}] -d DIR` for the board's platform")
+            house = await t.place(Bundle(files))
+            pip_source = ["--no-index", "--find-links", house]
+        if constraints is not None:
+            cdir = await t.place(Bundle([constraints]))
+            pip_source += ["--constraint", f"{cdir}/{constraints.name}"]
+
+        await _step(t, f"{profile.name}: creating {venv} with {profile.python}", [profile.python, "-m", "venv", venv], 300, log,
+                    hint=f"install python3-venv on the board, or set `python:` in the target profile to a Python >= 3.10")
+        remote_wheel = f"{wheel_dir}/{wheel.name}"
+        spec = f"{remote_wheel}[{','.join(extras)}]" if extras else remote_wheel
+        await _step(t, f"{profile.name}: installing edgebench[{','.join(extras)}]", [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_source, spec], pip_timeout_s, log,
+                    hint="for an offline board pass --wheelhouse DIR with wheels for its platform")
+        # The same version number may hide different source: always put the host's build in place.
+        await _step(t, f"{profile.name}: replacing edgebench with the host's build", [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--force-reinstall", remote_wheel], 600, log)
+        fp = await t.probe()
+        return SetupReport(profile.name, profile.python, venv, spec, fp, version_mismatch(profile, fp), t.copied.files)
+    finally:
+        await t.close()
+
+
+async def _step(t: SSHTransport, what: str, argv: list[str], timeout_s: float, log: Callable[[str], None], hint: str = "") -> None:
+    log(what)
+    try:
+        proc = await t.run(argv, timeout_s)
+    except Exception as exc:  # asyncssh and asyncio errors: the board went away mid-step
+        raise TargetUnreachable(f"{what}: {type(exc).__name__}: {one_line(exc)}") from None
+    if proc.exit_status != 0:
+        raise EdgebenchError(f"{what} failed (exit {proc.exit_status}): {tail_text(proc.stderr or proc.stdout or '')}" + (f"; {hint}" if hint else ""))

@@ -1,0 +1,335 @@
+"""How the host reaches a target's worker: a local child process, or the same worker over SSH.
+
+Local and remote differ only here. Both run ``python -m edgebench.bench.worker`` with a cell spec
+and read back a CellResult; the SSH transport first copies the cell's files to the board, once per
+content hash. Remote commands are built from argument lists with every word quoted
+(``shlex.join``), never from a shell string holding user input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebench.bench.errors import EdgebenchError, one_line
+from edgebench.bench.results import CellResult
+from edgebench.targets.profiles import TargetProfile
+
+# Transport failures that mean "the board went away", as opposed to a cell failing on it.
+LOST = "connection lost"
+
+
+class TargetUnreachable(EdgebenchError):
+    """The target cannot be reached (or its worker cannot be started) at all."""
+
+
+@dataclass
+class Bundle:
+    """Files that must sit side by side on the device (``model.onnx`` with its ``model.onnx.data``)."""
+
+    files: list[Path]
+
+    def key(self) -> str:
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda p: p.name):
+            h.update(f.name.encode() + b"\0" + file_digest(f).encode() + b"\0")
+        return h.hexdigest()[:32]
+
+    @property
+    def size(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, memoised on (path, size, mtime) so a run hashes each artifact once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def artifact_bundle(artifact: Path) -> Bundle:
+    """The artifact and its companions: files in its folder whose name starts with the artifact's
+    name (the ONNX exporter writes weights to ``model.onnx.data``)."""
+    companions = [p for p in artifact.parent.iterdir() if p.is_file() and p != artifact and p.name.startswith(artifact.name)]
+    return Bundle([artifact, *sorted(companions)])
+
+
+@dataclass
+class WorkerOutcome:
+    """What came back from one worker run; ``lost`` when the transport failed, not the cell."""
+
+    result: CellResult
+    lost: bool = False
+    stderr_tail: str = ""
+
+
+@dataclass
+class CopyStats:
+    files: int = 0
+    bytes: int = 0
+    bundles_reused: int = 0
+
+
+class Transport:
+    """One target's connection. Subclasses: LocalTransport, SSHTransport."""
+
+    def __init__(self, profile: TargetProfile) -> None:
+        self.profile = profile
+        self.copied = CopyStats()
+
+    async def open(self) -> None:
+        """Connect (a no-op locally); raises TargetUnreachable with the reason."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+    async def probe(self, state_only: bool = False) -> dict[str, Any]:
+        """The device's fingerprint (with its state now), or only the state."""
+        raise NotImplementedError
+
+    async def place(self, bundle: Bundle) -> str:
+        """The folder on the device holding the bundle's files (copied there if not yet)."""
+        raise NotImplementedError
+
+    async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
+        """Run the worker on one cell spec and read its result."""
+        raise NotImplementedError
+
+
+class LocalTransport(Transport):
+    """The worker as a child process of this host (no copying: paths are already local)."""
+
+    def __init__(self, profile: TargetProfile, workdir: Path, pythonpath: list[str] | None = None) -> None:
+        super().__init__(profile)
+        self.workdir = workdir
+        self.pythonpath = pythonpath or []
+
+    async def probe(self, state_only: bool = False) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "edgebench.bench.worker", "probe"] + (["--state"] if state_only else [])
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+        except asyncio.TimeoutError:
+            proc.kill()
+            raise TargetUnreachable(f"target {self.profile.name}: the probe did not finish in 120 s") from None
+        if proc.returncode != 0:
+            raise TargetUnreachable(f"target {self.profile.name}: probe failed: {tail_text(err.decode(errors='replace'))}")
+        return json.loads(out)
+
+    async def place(self, bundle: Bundle) -> str:
+        return str(bundle.files[0].parent)
+
+    async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
+        from edgebench.bench.runner import run_worker
+        from edgebench.bench.worker import CellSpec
+
+        spec = CellSpec.from_json(spec_json)
+        outcome = await asyncio.to_thread(run_worker, spec, self.workdir, timeout_s, None, self.pythonpath, name)
+        return WorkerOutcome(outcome.result, lost=False, stderr_tail=outcome.stderr_tail)
+
+
+def tail_text(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of a process's stderr, joined on one line."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])[:400]
+
+
+class SSHTransport(Transport):
+    """The worker on a board over SSH (asyncssh): key authentication, known_hosts checked.
+
+    Files go to ``WORKDIR/files/<content hash>/`` through SFTP into a temporary folder that is
+    renamed when complete, so an interrupted copy is never mistaken for a finished one.
+    """
+
+    def __init__(self, profile: TargetProfile, run_id: str) -> None:
+        super().__init__(profile)
+        self.run_id = run_id
+        self.conn: Any = None
+        self.sftp: Any = None
+        self.root = ""
+        self.python = ""
+        self._placed: dict[str, str] = {}
+
+    # -- connection --------------------------------------------------------------------------
+    def connect_options(self) -> dict[str, Any]:
+        s = self.profile.ssh
+        assert s is not None
+        opts: dict[str, Any] = {"host": s.host, "connect_timeout": s.connect_timeout_s}
+        if s.port is not None:
+            opts["port"] = s.port
+        if s.user is not None:
+            opts["username"] = s.user
+        if s.identity_file is not None:
+            key = Path(s.identity_file).expanduser()
+            if not key.exists():
+                raise TargetUnreachable(f"target {self.profile.name}: identity_file {key} not found; fix ssh.identity_file in the profile")
+            opts["client_keys"] = [str(key)]
+        if s.known_hosts is not None:
+            known = Path(s.known_hosts).expanduser()
+            if not known.exists():
+                raise TargetUnreachable(f"target {self.profile.name}: known_hosts {known} not found; add the board's host key (ssh-keyscan) or fix ssh.known_hosts")
+            opts["known_hosts"] = str(known)
+        if s.jump_host is not None:
+            opts["tunnel"] = s.jump_host
+        return opts
+
+    async def open(self) -> None:
+        import asyncssh
+
+        try:
+            self.conn = await asyncssh.connect(**self.connect_options())
+            self.sftp = await self.conn.start_sftp_client()
+            home = await self.sftp.realpath(".")
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise TargetUnreachable(f"target {self.profile.name}: host key not verified ({one_line(exc)}); add it to known_hosts (ssh-keyscan) or set ssh.known_hosts") from None
+        except asyncssh.PermissionDenied as exc:
+            raise TargetUnreachable(f"target {self.profile.name}: key authentication refused ({one_line(exc)}); check ssh.user and ssh.identity_file") from None
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            raise TargetUnreachable(f"target {self.profile.name}: cannot connect to {self.profile.ssh.host}: {type(exc).__name__}: {one_line(exc) or 'timed out'}") from None
+        self.root = self._remote_path(self.profile.workdir, home)
+        self.python = f"{self._remote_path(self.profile.venv_dir(), home)}/bin/python"
+
+    @staticmethod
+    def _remote_path(path: str, home: str) -> str:
+        # "~" is expanded here, not by a remote shell: every path is quoted when used.
+        if path == "~" or path.startswith("~/"):
+            return home.rstrip("/") + path[1:]
+        return path if path.startswith("/") else f"{home.rstrip('/')}/{path}"
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            try:
+                await asyncio.wait_for(self.conn.wait_closed(), 10)
+            except (asyncio.TimeoutError, OSError):
+                pass
+            self.conn = self.sftp = None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.is_closed()
+
+    async def run(self, argv: list[str], timeout_s: float) -> Any:
+        """Run one remote command given as an argument list (each word quoted for the remote shell)."""
+        return await asyncio.wait_for(self.conn.run(shlex.join(argv), check=False), timeout_s)
+
+    # -- probe -----------------------------------------------------------------------------
+    async def probe(self, state_only: bool = False) -> dict[str, Any]:
+        argv = [self.python, "-m", "edgebench.bench.worker", "probe"] + (["--state"] if state_only else [])
+        try:
+            proc = await self.run(argv, 120)
+        except (OSError, asyncio.TimeoutError, Exception) as exc:  # asyncssh errors have no common base with OSError
+            raise TargetUnreachable(f"target {self.profile.name}: probe failed: {type(exc).__name__}: {one_line(exc)}") from None
+        if proc.exit_status == 127 or "No such file" in (proc.stderr or ""):
+            raise TargetUnreachable(f"target {self.profile.name}: no edgebench worker at {self.python}; run `edgebench target setup {shlex.quote(self.profile.name)}`")
+        if proc.exit_status != 0:
+            raise TargetUnreachable(f"target {self.profile.name}: probe failed (exit {proc.exit_status}): {tail_text(proc.stderr or '')}")
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise TargetUnreachable(f"target {self.profile.name}: probe printed no JSON: {tail_text(proc.stdout or '')}") from None
+
+    # -- files -----------------------------------------------------------------------------
+    async def place(self, bundle: Bundle) -> str:
+        key = bundle.key()
+        if key in self._placed:
+            return self._placed[key]
+        folder = f"{self.root}/files/{key}"
+        if await self.sftp.exists(f"{folder}/.complete"):
+            self.copied.bundles_reused += 1
+        else:
+            await self._upload(bundle, folder)
+        self._placed[key] = folder
+        return folder
+
+    async def _upload(self, bundle: Bundle, folder: str) -> None:
+        import secrets
+
+        part = f"{folder}.part-{secrets.token_hex(4)}"
+        await self.sftp.makedirs(part, exist_ok=True)
+        for f in bundle.files:
+            await self.sftp.put(str(f), f"{part}/{f.name}")
+            self.copied.files += 1
+            self.copied.bytes += f.stat().st_size
+        async with self.sftp.open(f"{part}/.complete", "w") as fh:
+            await fh.write(json.dumps({f.name: file_digest(f) for f in bundle.files}))
+        if await self.sftp.exists(folder):  # another run placed it meanwhile: keep theirs
+            await self.run(["rm", "-rf", "--", part], 60)
+        else:
+            await self.sftp.rename(part, folder)
+
+    # -- cells -----------------------------------------------------------------------------
+    async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
+        """Write the spec, run the worker under ``timeout -s KILL``, read the result back.
+
+        Remote file names are the cell's index, not its key: user-chosen names never reach a path.
+        """
+        import asyncssh
+
+        folder = f"{self.root}/runs/{self.run_id}"
+        spec, out = f"{folder}/{name}.spec.json", f"{folder}/{name}.result.json"
+        limit = max(int(timeout_s), 1)
+        try:
+            await self.sftp.makedirs(folder, exist_ok=True)
+            async with self.sftp.open(spec, "w") as fh:
+                await fh.write(spec_json)
+            if await self.sftp.exists(out):
+                await self.sftp.remove(out)
+            proc = await self.run(["timeout", "-s", "KILL", str(limit), self.python, "-m", "edgebench.bench.worker", "run", spec, "--out", out], limit + 60)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            return self._lost(exc)
+        if proc.exit_status is None and proc.exit_signal is None:
+            return self._lost(ConnectionError("the SSH channel closed without an exit status"))
+        tail = tail_text(proc.stderr or "")
+        if proc.exit_status == 0:
+            try:
+                async with self.sftp.open(out, "r") as fh:
+                    text = await fh.read()
+                return WorkerOutcome(CellResult.from_dict(json.loads(text)), stderr_tail=tail)
+            except (OSError, asyncssh.Error) as exc:
+                return self._lost(exc)
+            except (ValueError, TypeError) as exc:
+                return WorkerOutcome(CellResult.failed(f"{out} on {self.profile.name}: unreadable worker result ({exc})"), stderr_tail=tail)
+        return WorkerOutcome(CellResult.failed(self._describe_exit(proc, limit) + (f"; stderr: {tail}" if tail else "")), stderr_tail=tail)
+
+    def _describe_exit(self, proc: Any, limit: int) -> str:
+        where = f"on {self.profile.name}"
+        if proc.exit_signal:
+            return f"worker {where} killed by signal {proc.exit_signal[0]}"
+        code = proc.exit_status
+        if code == 137:
+            return f"worker {where} killed by SIGKILL (out of memory, cell_timeout_s={limit} reached, or killed from outside)"
+        if code == 127:
+            return f"no edgebench worker at {self.python} {where}; run `edgebench target setup {shlex.quote(self.profile.name)}`"
+        if code is not None and code > 128:
+            return f"worker {where} killed by signal {code - 128}"
+        return f"worker {where} exited with code {code} without a result"
+
+    def _lost(self, exc: BaseException) -> WorkerOutcome:
+        reason = f"{type(exc).__name__}: {one_line(exc)}" if str(exc) else type(exc).__name__
+        # The connection is dropped so the next cell reconnects instead of reusing a dead channel.
+        if self.conn is not None:
+            self.conn.abort()
+            self.conn = self.sftp = None
+        return WorkerOutcome(CellResult.failed(f"{LOST} to target {self.profile.name} during the cell ({reason}); `edgebench run --resume RUN_ID` reruns it"), lost=True)
+
+
+def make_transport(profile: TargetProfile, run_id: str, local_workdir: Path, pythonpath: list[str] | None = None) -> Transport:
+    if profile.is_local:
+        return LocalTransport(profile, local_workdir, pythonpath)
+    return SSHTransport(profile, run_id)

@@ -1,0 +1,32 @@
+"""Which edgebench a machine runs: the version and a digest of the package's source.
+
+Host and device compare both before a remote run: the same version number built from different
+source (a developer's checkout) would otherwise measure different code without saying so.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+SUBPACKAGES = ("bench", "backends", "models", "targets", "reports")
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 (first 12 hex digits) over every .py file of edgebench's subpackages, by relative path."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for sub in SUBPACKAGES:
+        # find_spec locates the folder without importing it (edgebench.models would want torch)
+        spec = importlib.util.find_spec(f"edgebench.{sub}")
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(f"{sub}/{path.relative_to(root).as_posix()}".encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
