@@ -309,11 +309,13 @@ class SSHTransport(Transport):
 
     def _describe_exit(self, proc: Any, limit: int) -> str:
         where = f"on {self.profile.name}"
-        if proc.exit_signal:
-            return f"worker {where} killed by signal {proc.exit_signal[0]}"
+        kill_hint = f" (out of memory, cell_timeout_s={limit} reached, or killed from outside)"
+        if proc.exit_signal:  # `timeout` re-raises the signal that killed the worker on itself
+            name = f"SIG{proc.exit_signal[0]}" if not str(proc.exit_signal[0]).startswith("SIG") else proc.exit_signal[0]
+            return f"worker {where} killed by {name}" + (kill_hint if name == "SIGKILL" else "")
         code = proc.exit_status
         if code == 137:
-            return f"worker {where} killed by SIGKILL (out of memory, cell_timeout_s={limit} reached, or killed from outside)"
+            return f"worker {where} killed by SIGKILL" + kill_hint
         if code == 127:
             return f"no edgebench worker at {self.python} {where}; run `edgebench target setup {shlex.quote(self.profile.name)}`"
         if code is not None and code > 128:
