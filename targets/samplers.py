@@ -152,6 +152,7 @@ class DeviceMonitor:
         self._rail: str | None = None
         self._nvml: sensors.NvmlReader | None = None
         self._capping: list[tuple[Path, str]] = []
+        self._ceiling: dict[str, float] = {}
         self._prev_cpu: tuple[float, float, float] | None = None
         self._next_slow = 0.0
         self._pi: dict[str, Any] = {}
@@ -252,6 +253,8 @@ class DeviceMonitor:
                 self.status["tegrastats"] = sensors.na(f"could not start tegrastats: {exc}")
         if self._on("thermal"):
             self._capping = [(d, sensors._read(d / "type")) for d in sensors.capping_cooling_devices(self.root)]
+        if self._on("cpufreq"):
+            self._ceiling = sensors.cpu_max_mhz(self.root)
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="edgebench-device-monitor", daemon=True)
         self._thread.start()
@@ -303,6 +306,13 @@ class DeviceMonitor:
             mhz = sensors.cpu_cur_mhz(self.root)
             if isinstance(mhz, dict):
                 row["cpu_mhz"] = {k: round(v) for k, v in mhz.items()}
+            if self._ceiling:
+                now_max = sensors.cpu_max_mhz(self.root)
+                lowered = {k: v for k, v in now_max.items() if k in self._ceiling and v < self._ceiling[k]}
+                if lowered:
+                    row["cpu_max_mhz"] = {k: round(v) for k, v in lowered.items()}
+                    why += [f"cpu ceiling {k} lowered from {self._ceiling[k]:.0f} to {v:.0f} MHz during the cell"
+                            for k, v in lowered.items()]
         if self._on("cpu"):
             row["other_cpu"] = self._other_cpu()
         if self._on("vcgencmd") and now >= self._next_slow:
@@ -414,9 +424,14 @@ class DeviceMonitor:
             for k, v in r.get("capped", {}).items():
                 max_state[k] = max(v, max_state.get(k, 0))
             for w in r.get("why", []):
-                if not w.startswith(("temperature ", "cpufreq ", "devfreq ")) and w not in reasons:
+                if not w.startswith(("temperature ", "cpufreq ", "devfreq ", "cpu ceiling ")) and w not in reasons:
                     reasons.append(w)
         reasons += [sensors.cooling_reason(k, v) for k, v in max_state.items()]
+        lowest: dict[str, float] = {}
+        for r in rows:
+            for k, v in r.get("cpu_max_mhz", {}).items():
+                lowest[k] = min(v, lowest.get(k, v))
+        reasons += [f"cpu ceiling {k} lowered from {self._ceiling[k]:.0f} to {v:.0f} MHz during the cell" for k, v in lowest.items()]
         limit = self.settings.throttle_temp_c
         if limit is not None and temps and max(temps) > limit:
             reasons.append(f"temperature {max(temps):.1f} C above throttle threshold {limit:.1f} C")

@@ -191,6 +191,19 @@ def cpu_cur_mhz(root: Path = ROOT) -> dict[str, float] | str:
     return out if out else na(f"no readable scaling_cur_freq under {base}")
 
 
+def cpu_max_mhz(root: Path = ROOT) -> dict[str, float]:
+    """{policy: scaling_max_freq MHz}, the ceiling the kernel lets each cluster reach now. A thermal or
+    power cap that works through cpufreq QoS lowers it; a ceiling lower than at the start of a cell
+    means the cell was capped."""
+    base = root / CPUFREQ
+    out = {}
+    for p in sorted(base.glob("policy*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []:
+        value = _khz_to_mhz(p / "scaling_max_freq")
+        if not is_na(value):
+            out[p.name] = value
+    return out
+
+
 def proc_stat_busy_total(root: Path = ROOT) -> tuple[float, float] | None:
     """(busy, total) CPU seconds over all cores since boot from /proc/stat's first line.
 

@@ -304,3 +304,28 @@ def test_cooldown_reads_thermal_zones_by_default(board, monkeypatch):
     monkeypatch.setattr(sensors, "which", lambda name: None)
     result = DeviceMonitor(MonitorSettings(samplers=[], thermal_limit_c=45, cooldown_max_s=1), root=board).cooldown()
     assert result["reached"] is True and result["source"] == "thermal" and result["waited_s"] < 0.9  # no poll needed
+
+
+def test_a_lowered_cpufreq_ceiling_throttles_the_cell(board):
+    """A cap applied through cpufreq QoS (no cooling device in sysfs) still shows as a lower scaling_max_freq."""
+    policy = board / "sys/devices/system/cpu/cpufreq/policy0"
+    write(policy / "scaling_cur_freq", "1500000")
+    write(policy / "scaling_max_freq", "1800000")
+    monitor = DeviceMonitor(MonitorSettings(samplers=["cpufreq"], **FAST), root=board).start()
+    time.sleep(0.1)
+    write(policy / "scaling_max_freq", "1500000")
+    time.sleep(0.1)
+    write(policy / "scaling_max_freq", "1200000")
+    time.sleep(0.1)
+    report = monitor.stop()
+    assert report.throttled is True and report.timeline[0]["throttled"] is False
+    assert report.throttle_reasons == ["cpu ceiling policy0 lowered from 1800 to 1200 MHz during the cell"]  # the lowest seen
+
+
+def test_a_ceiling_that_stays_put_is_not_a_throttle(board):
+    policy = board / "sys/devices/system/cpu/cpufreq/policy0"
+    write(policy / "scaling_cur_freq", "600000")
+    write(policy / "scaling_max_freq", "1500000")  # below cpuinfo_max by configuration (nvpmodel), not during the cell
+    write(policy / "cpuinfo_max_freq", "2200000")
+    report = DeviceMonitor(MonitorSettings(samplers=["cpufreq"], **FAST), root=board).start().stop()
+    assert report.throttled is False and report.timeline[-1]["cpu_mhz"] == {"policy0": 600}
