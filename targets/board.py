@@ -7,7 +7,9 @@ runs them later. Finished cells are in the store as soon as they finish.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from edgebench.targets.version import source_digest
 
 # After this many cells in a row could not reach the target, the rest are failed without trying.
 GIVE_UP_AFTER = 2
+RECONNECT_POLL_S = 5.0
 
 
 def version_mismatch(profile: TargetProfile, device_fp: dict[str, Any]) -> str | None:
@@ -111,20 +114,36 @@ class Board:
         self._describe(job)
         try:
             if not self.profile.is_local and not self.transport.connected:
-                await self.transport.open()
+                await self._reconnect()
             spec = await self._device_spec(job)
         except TargetUnreachable as exc:
             return self._lost(str(exc))
-        except Exception as exc:  # an SFTP failure while copying is the connection's, not the cell's
-            return self._lost(f"copying the cell's files to {self.profile.name} failed: {type(exc).__name__}: {exc}")
+        except OSError as exc:  # a host-side file vanished or the device's disk is full: this cell's problem
+            return CellResult.failed(f"copying the cell's files to {self.profile.name} failed: {type(exc).__name__}: {exc}")
         outcome = await self.transport.run_cell(spec.to_json(), f"cell-{job.index:04d}", self.timeout_s)
         if outcome.lost:
             self._unreachable += 1
             self._last_reason = outcome.result.error
         else:
-            self._unreachable = 0
-        self._last_reason = ""
+            self._unreachable, self._last_reason = 0, ""
         return outcome.result
+
+    async def _reconnect(self) -> None:
+        """Open the connection again, retrying for ``ssh.reconnect_s`` so a board that is rebooting
+        (or a network that blips) costs a wait, not the rest of the run."""
+        wait = self.profile.ssh.reconnect_s if self.profile.ssh else 0.0
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                await self.transport.open()
+                return
+            except TargetUnreachable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TargetUnreachable(f"{exc} (retried for {wait:.0f} s; ssh.reconnect_s)" if wait else str(exc)) from None
+                if self._task is not None:
+                    self.runner.progress.update(self._task, description=f"{self.profile.name}: reconnecting ({left:.0f} s left)")
+                await asyncio.sleep(min(RECONNECT_POLL_S, left))
 
     def _lost(self, reason: str) -> CellResult:
         self._unreachable += 1

@@ -34,6 +34,7 @@ class SSHSettings(Strict):
     jump_host: str | None = Field(None, description="'[user@]host[:port]' to go through (ProxyJump)")
     known_hosts: str | None = Field(None, description="known_hosts file [default: ~/.ssh/known_hosts]")
     connect_timeout_s: float = Field(15.0, gt=0)
+    reconnect_s: float = Field(90.0, ge=0, description="after a lost connection, keep trying this long (a rebooting board) before failing the next cell")
 
 
 class MonitorProfile(Strict):

@@ -230,10 +230,12 @@ class SSHTransport(Transport):
 
     # -- probe -----------------------------------------------------------------------------
     async def probe(self, state_only: bool = False) -> dict[str, Any]:
+        import asyncssh
+
         argv = [self.python, "-m", "edgebench.bench.worker", "probe"] + (["--state"] if state_only else [])
         try:
             proc = await self.run(argv, 120)
-        except (OSError, asyncio.TimeoutError, Exception) as exc:  # asyncssh errors have no common base with OSError
+        except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:  # asyncssh errors have no common base with OSError
             raise TargetUnreachable(f"target {self.profile.name}: probe failed: {type(exc).__name__}: {one_line(exc)}") from None
         if proc.exit_status == 127 or "No such file" in (proc.stderr or ""):
             raise TargetUnreachable(f"target {self.profile.name}: no edgebench worker at {self.python}; run `edgebench target setup {shlex.quote(self.profile.name)}`")
@@ -246,14 +248,20 @@ class SSHTransport(Transport):
 
     # -- files -----------------------------------------------------------------------------
     async def place(self, bundle: Bundle) -> str:
+        import asyncssh
+
         key = bundle.key()
         if key in self._placed:
             return self._placed[key]
         folder = f"{self.root}/files/{key}"
-        if await self.sftp.exists(f"{folder}/.complete"):
-            self.copied.bundles_reused += 1
-        else:
-            await self._upload(bundle, folder)
+        try:
+            if await self.sftp.exists(f"{folder}/.complete"):
+                self.copied.bundles_reused += 1
+            else:
+                await self._upload(bundle, folder)
+        except (asyncssh.Error, ConnectionError, asyncio.TimeoutError) as exc:  # the link, not the files
+            raise TargetUnreachable(f"connection lost to target {self.profile.name} while copying files "
+                                    f"({type(exc).__name__}: {one_line(exc)})") from None
         self._placed[key] = folder
         return folder
 
