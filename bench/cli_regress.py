@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -108,6 +108,8 @@ def register(app: typer.Typer) -> None:
         min_effect: float = MinEffectOpt, alpha: float = AlphaOpt, noise_z: float = NoiseZOpt, prior_noise: float = PriorNoiseOpt, accuracy_tolerance: float = AccuracyOpt,
         memory_threshold: float = MemoryOpt, size_threshold: float = SizeOpt, allow_env_mismatch: bool = AllowEnvOpt,
         include_contended: bool = ContendedOpt, no_history: bool = NoHistoryOpt,
+        confirm: int = typer.Option(0, "--confirm", min=0, max=10, help="Re-measure each cell flagged for latency this many times (HEAD's suite, "
+                                    "on its targets) and keep a verdict only if every re-measurement agrees; others become inconclusive."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Markdown verdict [default: HOME/reports/HEAD/verdict.md]."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="JSON verdict [default: HOME/reports/HEAD/verdict.json]."),
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
@@ -123,7 +125,12 @@ def register(app: typer.Typer) -> None:
         paths = _paths(home, store)
         th = _thresholds(min_effect, alpha, noise_z, prior_noise, accuracy_tolerance, memory_threshold, size_threshold, include_contended)
         try:
-            comp = verdict.run(open_store(home, store), baseline, head, th, allow_env_mismatch=allow_env_mismatch, use_history=not no_history)
+            s = open_store(home, store)
+            comp = verdict.run(s, baseline, head, th, allow_env_mismatch=allow_env_mismatch, use_history=not no_history)
+            if confirm:
+                runs = _remeasure(paths, verdict.confirmation_targets(s, comp, head), confirm)
+                if runs:
+                    comp = verdict.confirm(s, comp, baseline, head, runs, th, use_history=not no_history)
         except EdgebenchError as exc:
             _write_error(markdown, json_out, str(exc))
             raise
@@ -138,6 +145,20 @@ def register(app: typer.Typer) -> None:
             console.print(f"regressed: {headline(c)}", markup=False)
         if code:
             raise typer.Exit(code)
+
+    def _remeasure(paths: Any, flagged: dict[str, set[str]], times: int) -> dict[str, list[str]]:
+        """Run each head run's flagged cells ``times`` more times (runs stored with status confirmation)."""
+        from edgebench.bench.resume import load_for_resume
+        from edgebench.bench.runner import Runner
+
+        out: dict[str, list[str]] = {}
+        for head_run, keys in flagged.items():
+            loaded = load_for_resume(paths, head_run)
+            for i in range(times):
+                console.print(f"confirming {len(keys)} flagged cell(s) of run {head_run}: re-measurement {i + 1} of {times}", markup=False)
+                summary = Runner(paths, log=lambda m: None).run(loaded, only=keys, confirm_of=head_run)
+                out.setdefault(head_run, []).append(summary.run_id)
+        return out
 
     baseline_app = typer.Typer(no_args_is_help=True, help="Named baselines: set, list, delete.")
     app.add_typer(baseline_app, name="baseline")

@@ -23,7 +23,7 @@ from edgebench.bench import __version__
 from edgebench.bench.config import Cell, LoadedSuite
 from edgebench.bench.errors import one_line
 from edgebench.bench.results import CellResult, MeasureSettings
-from edgebench.bench.store import CellRecord, RunRecord, Store, now
+from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
 from edgebench.bench.worker import CellSpec
 
 
@@ -140,6 +140,7 @@ class RunSummary:
     copied_files: int = 0  # files sent to remote targets (0 when every one was already there)
     copied_bytes: int = 0
     targets: dict[str, Any] = field(default_factory=dict)  # name -> its profile as data (resume reuses them)
+    confirm_of: str | None = None  # a re-measurement of some cells of this run (edgebench check --confirm)
 
 
 @dataclass
@@ -169,16 +170,23 @@ class Runner:
         self._pythonpath: list[str] = []
         self.previous_errors: dict[str, str] = {}  # a resumed run's failed cells: key -> their error
 
-    def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None, resume: str | None = None) -> RunSummary:
+    def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None, resume: str | None = None,
+            only: set[str] | None = None, confirm_of: str | None = None) -> RunSummary:
+        """Run the suite's cells (``only``: just these cell keys) into a new run, or finish run ``resume``.
+
+        ``confirm_of`` marks the new run as a re-measurement of that run's cells: it is stored with status
+        ``confirmation``, which ``latest`` and the history leave out.
+        """
         from edgebench.models.cache import Cache
         from edgebench.models.prepare import Preparer
 
         t0 = time.perf_counter()
         run_id, kept = self._open_run(loaded, resume)
-        summary = RunSummary(run_id, resumed_from=len(kept) if resume else None, targets={n: p.model_dump() for n, p in loaded.profiles.items()})
+        summary = RunSummary(run_id, resumed_from=len(kept) if resume else None, targets={n: p.model_dump() for n, p in loaded.profiles.items()},
+                             confirm_of=confirm_of)
         status = "failed"
         try:
-            cells = [c for c in loaded.cells() if c.key not in kept]
+            cells = [c for c in loaded.cells() if c.key not in kept and (only is None or c.key in only)]
             for note in quantize_notes(loaded.recipes, cells):
                 self.log(note)
             preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
@@ -187,7 +195,7 @@ class Runner:
             c = preparer.counters
             summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
             asyncio.run(self._measure_targets(loaded, jobs, loaded.suite.cell_timeout_s, summary, replace=bool(resume)))
-            status = "finished"
+            status = CONFIRMATION if confirm_of else "finished"
         except KeyboardInterrupt:
             status = "interrupted"
             raise

@@ -26,6 +26,9 @@ from edgebench.bench.results import CellResult
 SCHEMA_VERSION = 2  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
 REVISIONS = ("0001", "0002")  # Alembic revisions in bench/migrations/versions, oldest first
 HEAD = REVISIONS[-1]
+# Status of a run that re-measured some cells of another run (`edgebench check --confirm`): kept in the
+# store for the record, left out of `latest` and of a cell's history so it never becomes a night of its own.
+CONFIRMATION = "confirmation"
 _PG_MIGRATION_LOCK = 0x6564676562656E63  # "edgebenc": pg_advisory_xact_lock key that serialises migrations
 metadata = sa.MetaData()
 
@@ -283,7 +286,8 @@ class Store:
             back = int(run_id[7:])
         with self.engine.connect() as conn:
             if run_id == "latest" or back:
-                found = conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id.desc()).offset(back).limit(1)).scalar()
+                found = conn.execute(sa.select(runs.c.id).where(runs.c.status != CONFIRMATION)
+                                     .order_by(runs.c.created_at.desc(), runs.c.id.desc()).offset(back).limit(1)).scalar()
             else:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).scalar()
                 if found is None:  # accept a unique prefix, as git does
@@ -355,7 +359,7 @@ class Store:
         """
         q = (sa.select(cells.c.id).join(runs, runs.c.id == cells.c.run_id)
              .where(cells.c.model == model, cells.c.recipe == recipe, cells.c.backend == backend, cells.c.precision == precision,
-                    cells.c.batch == batch, cells.c.target == target))
+                    cells.c.batch == batch, cells.c.target == target, runs.c.status != CONFIRMATION))
         if until is not None:
             q = q.where(runs.c.created_at <= sa.select(runs.c.created_at).where(runs.c.id == self.resolve(until)).scalar_subquery())
         with self.engine.connect() as conn:

@@ -121,6 +121,88 @@ def run(store: Store, base_ref: str, head_ref: str, th: cmp.Thresholds | None = 
                           env_checks, notes)
 
 
+# -- confirmation: re-measure the flagged cells before calling them ----------------------------
+
+def flagged_for_confirmation(comp: cmp.Comparison) -> list[cmp.CellComparison]:
+    """Cells whose verdict rests on a latency change (regressed or improved): what a re-measurement can
+    confirm. A cell that now fails, or whose accuracy, memory or size moved, needs no second look."""
+    out = []
+    for c in comp.cells:
+        lat = c.metric("latency")
+        others = [m.verdict for m in c.metrics if m.metric != "latency"]
+        if c.status == "compared" and lat is not None and lat.verdict in (cmp.REGRESSED, cmp.IMPROVED) and cmp.REGRESSED not in others:
+            out.append(c)
+    return out
+
+
+def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, confirm_runs: dict[str, list[str]], th: cmp.Thresholds,
+            use_history: bool = True) -> cmp.Comparison:
+    """Keep a latency verdict only if every re-measurement of the cell (``confirm_runs``: head run id ->
+    the runs that re-measured its flagged cells, made after it from its suite) gives the same verdict against the same base; otherwise it becomes
+    inconclusive, "not reproduced". A run-to-run excursion (the machine was slow for a minute) then
+    costs a re-measurement instead of a false alarm; a real change shows up every time."""
+    base, head = resolve(store, base_ref), resolve(store, head_ref)
+    per_target = _targets(store, head)
+    loaded: dict[str, dict[tuple[Any, ...], CellRecord]] = {}
+
+    def cells_of(run_id: str) -> dict[tuple[Any, ...], CellRecord]:
+        if run_id not in loaded:
+            loaded[run_id] = {cmp.coordinates(c): c for c in store.cells(run_id)}
+        return loaded[run_id]
+
+    env_cache: dict[str, dict[str, Any]] = {}
+    flagged = flagged_for_confirmation(comp)
+    kept = 0
+    for c in flagged:
+        key = (c.model, c.recipe, c.backend, c.precision, c.batch, c.target)
+        head_run, base_run = per_target[c.target], base.run_for(c.target)
+        base_cells = {k: v for k, v in cells_of(base_run).items() if v.target == c.target}
+        head_cells = {k: v for k, v in cells_of(head_run).items() if v.target == c.target}
+        pooled = cmp.pooled_noise([(base_cells[k], h) for k, h in head_cells.items() if k in base_cells])
+        history = None
+        if use_history:
+            head_fp = store.environments(head_run).get(c.target, {})
+            history = _history_p50(store, head_run, head_cells[key], th, head_fp, env_cache)
+        lat = c.metric("latency")
+        assert lat is not None
+        again: list[str] = []
+        agree = 0
+        runs = confirm_runs.get(head_run, [])
+        for run_id in runs:
+            cell = cells_of(run_id).get(key)
+            if cell is None or cell.status != "ok":
+                again.append(f"{run_id}: {cell.status if cell else 'not measured'}")
+                continue
+            m = cmp.compare_cell(base_cells[key], cell, th, history, pooled).metric("latency")
+            agree += m is not None and m.verdict == lat.verdict
+            again.append(f"{m.verdict} x{m.ratio:.3f}" if m is not None and m.ratio is not None else f"{m.verdict if m else '-'}")
+        summary = f"{agree} of {len(runs)} re-measurements {lat.verdict} ({', '.join(again)})"
+        if runs and agree == len(runs):
+            kept += 1
+            lat.reason = f"{lat.reason}; confirmed: {summary}"
+        else:
+            lat.reason = f"not reproduced: {summary}; the first measurement said {lat.verdict} x{lat.ratio:.3f}" if lat.ratio else f"not reproduced: {summary}"
+            lat.verdict = cmp.INCONCLUSIVE
+            c.verdict = cmp.overall([m.verdict for m in c.metrics])
+            c.since = None
+    all_runs = [r for rs in confirm_runs.values() for r in rs]
+    k = max((len(rs) for rs in confirm_runs.values()), default=0)
+    comp.notes.append(f"--confirm {k}: {len(flagged)} flagged cell(s) re-measured in run(s) {', '.join(all_runs) or '-'}; "
+                      f"{kept} confirmed, {len(flagged) - kept} not reproduced (now inconclusive)")
+    order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
+    comp.cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
+    return comp
+
+
+def confirmation_targets(store: Store, comp: cmp.Comparison, head_ref: str) -> dict[str, set[str]]:
+    """Head run id -> the keys of its flagged cells (a baseline name as HEAD may span several runs)."""
+    per_target = _targets(store, resolve(store, head_ref))
+    out: dict[str, set[str]] = {}
+    for c in flagged_for_confirmation(comp):
+        out.setdefault(per_target[c.target], set()).add(c.cell_key)
+    return out
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 def p_text(p: float | None) -> str:
