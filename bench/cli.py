@@ -122,7 +122,8 @@ def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> Non
 
     for r in Store(_paths(home, store).store_location).runs():
         s = r.summary or {}
-        console.print(f"{r.id}  {r.status:9} {r.suite_name}: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped", markup=False)
+        of = f" (re-measures run {s['confirm_of']})" if s.get("confirm_of") else ""
+        console.print(f"{r.id}  {r.status:12} {r.suite_name}: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped{of}", markup=False)
 
 
 @app.command()

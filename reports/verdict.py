@@ -174,14 +174,16 @@ def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, co
                 again.append(f"{run_id}: {cell.status if cell else 'not measured'}")
                 continue
             m = cmp.compare_cell(base_cells[key], cell, th, history, pooled).metric("latency")
-            agree += m is not None and m.verdict == lat.verdict
-            again.append(f"{m.verdict} x{m.ratio:.3f}" if m is not None and m.ratio is not None else f"{m.verdict if m else '-'}")
-        summary = f"{agree} of {len(runs)} re-measurements {lat.verdict} ({', '.join(again)})"
+            ok = m is not None and reproduces(lat, m, th)
+            agree += ok
+            again.append(_again_text(m, ok))
+        summary = f"{agree} of {len(runs)} re-measurements reproduce it ({', '.join(again)})"
         if runs and agree == len(runs):
             kept += 1
             lat.reason = f"{lat.reason}; confirmed: {summary}"
         else:
-            lat.reason = f"not reproduced: {summary}; the first measurement said {lat.verdict} x{lat.ratio:.3f}" if lat.ratio else f"not reproduced: {summary}"
+            first = f"; the first measurement said {lat.verdict} x{lat.ratio:.3f}" if lat.ratio else ""
+            lat.reason = f"not reproduced: {summary}{first}"
             lat.verdict = cmp.INCONCLUSIVE
             c.verdict = cmp.overall([m.verdict for m in c.metrics])
             c.since = None
@@ -192,6 +194,34 @@ def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, co
     order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
     comp.cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
     return comp
+
+
+def reproduces(first: cmp.MetricVerdict, again: cmp.MetricVerdict, th: cmp.Thresholds) -> bool:
+    """Does a re-measurement reproduce a flagged latency change? Yes when it reaches the same verdict, or
+    when it is significant (p < alpha), its whole interval lies beyond the minimum effect on the same side,
+    and it shows at least half the first change (log scale). The run-to-run bar is not applied again: the
+    first measurement passed it, and the re-measurement is the independent evidence the bar stands in
+    for; an excursion of the head does not repeat, a real change does."""
+    if again.verdict == first.verdict:
+        return True
+    if None in (again.ratio, again.ci_low, again.ci_high, again.p_value, first.ratio) or again.p_value >= th.alpha:
+        return False
+    low, high = th.band()
+    if first.verdict == cmp.REGRESSED:
+        beyond = again.ci_low > high
+    elif first.verdict == cmp.IMPROVED:
+        beyond = again.ci_high < low
+    else:
+        return False
+    return beyond and math.log(again.ratio) / math.log(first.ratio) >= 0.5
+
+
+def _again_text(m: cmp.MetricVerdict | None, ok: bool) -> str:
+    if m is None or m.ratio is None:
+        return m.verdict if m else "-"
+    if ok and m.verdict == cmp.INCONCLUSIVE:
+        return f"x{m.ratio:.3f}, CI {m.ci_low:.3f}-{m.ci_high:.3f}, {p_text(m.p_value)}, inside the run-to-run bar"
+    return f"{m.verdict} x{m.ratio:.3f}"
 
 
 def confirmation_targets(store: Store, comp: cmp.Comparison, head_ref: str) -> dict[str, set[str]]:

@@ -75,12 +75,14 @@ def test_a_slow_minute_is_not_reproduced_and_the_check_passes(measured, tmp_path
     v = _verdict(tmp_path / "b.json")
     cell = next(c for c in v["cells"] if c["cell_key"] == SLOWED)
     lat = next(m for m in cell["metrics"] if m["metric"] == "latency")
-    assert cell["verdict"] == "inconclusive" and lat["reason"].startswith("not reproduced: 0 of 1 re-measurements regressed")
+    assert cell["verdict"] == "inconclusive" and lat["reason"].startswith("not reproduced: 0 of 1 re-measurements reproduce it")
     assert "1 flagged cell(s) re-measured" in (tmp_path / "b.md").read_text()
     confirmations = [r for r in store.runs() if r.status == CONFIRMATION]
     assert confirmations and {c.cell_key for c in store.cells(confirmations[0].id, with_samples=False)} == {SLOWED}
     assert confirmations[0].summary["confirm_of"] == "slow-night"
     assert store.resolve("latest") == "slow-night"  # a confirmation run never becomes `latest`
+    listed = cli("runs", "--home", str(home), cwd=tmp_path).stdout
+    assert f"{confirmations[0].id}  confirmation" in listed and "(re-measures run slow-night)" in listed
 
 
 def test_a_real_change_is_confirmed_and_the_check_fails(measured, tmp_path):
@@ -94,4 +96,4 @@ def test_a_real_change_is_confirmed_and_the_check_fails(measured, tmp_path):
     [reg] = [c for c in v["cells"] if c["verdict"] == "regressed"]
     assert reg["cell_key"] == SLOWED
     lat = next(m for m in reg["metrics"] if m["metric"] == "latency")
-    assert "confirmed: 1 of 1 re-measurements regressed" in lat["reason"]
+    assert "confirmed: 1 of 1 re-measurements reproduce it" in lat["reason"]

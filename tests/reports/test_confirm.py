@@ -50,9 +50,9 @@ def test_a_change_seen_again_is_confirmed_and_an_excursion_is_not(tmp_path):
     comp = verdict.confirm(store, comp, "base", "head", {"head": ["again"]}, th)
     by_key = {c.cell_key: c for c in comp.cells}
     kept, dropped = by_key["small_cnn/dense/onnxruntime/fp32/b1/local"], by_key["small_cnn/channel-l2-50/onnxruntime/fp32/b8/local"]
-    assert kept.verdict == cmp.REGRESSED and "confirmed: 1 of 1 re-measurements regressed" in kept.metric("latency").reason
+    assert kept.verdict == cmp.REGRESSED and "confirmed: 1 of 1 re-measurements reproduce it (regressed x" in kept.metric("latency").reason
     assert dropped.verdict == cmp.INCONCLUSIVE
-    assert dropped.metric("latency").reason.startswith("not reproduced: 0 of 1 re-measurements regressed (unchanged x")
+    assert dropped.metric("latency").reason.startswith("not reproduced: 0 of 1 re-measurements reproduce it (unchanged x")
     assert [c.cell_key for c in comp.regressions()] == ["small_cnn/dense/onnxruntime/fp32/b1/local"]
     assert "--confirm 1: 2 flagged cell(s) re-measured in run(s) again; 1 confirmed, 1 not reproduced" in comp.notes[-1]
     assert "not reproduced" in verdict.markdown(comp)
@@ -67,7 +67,7 @@ def test_every_re_measurement_must_agree(tmp_path):
     comp = verdict.confirm(store, comp, "base", "head", {"head": ["again1", "again2"]}, th)
     assert [c.cell_key for c in comp.regressions()] == ["small_cnn/dense/onnxruntime/fp32/b1/local"]
     dropped = next(c for c in comp.cells if c.recipe == "channel-l2-50" and c.batch == 8)
-    assert "1 of 2 re-measurements regressed" in dropped.metric("latency").reason
+    assert "1 of 2 re-measurements reproduce it" in dropped.metric("latency").reason
 
 
 def test_a_re_measurement_that_failed_does_not_confirm(tmp_path):
@@ -108,3 +108,22 @@ def test_a_cell_that_fails_in_head_needs_no_confirmation(tmp_path):
     comp = verdict.run(store, "base", "head", cmp.Thresholds())
     assert [c.status for c in comp.regressions()] == ["failed-in-head"]
     assert verdict.flagged_for_confirmation(comp) == []
+
+
+def _lat(verdict_: str, ratio: float, low: float, high: float, p: float) -> cmp.MetricVerdict:
+    return cmp.MetricVerdict("latency", verdict_, ratio=ratio, ci_low=low, ci_high=high, p_value=p)
+
+
+def test_what_counts_as_reproducing_a_change():
+    th = cmp.Thresholds()  # alpha 0.01, minimum effect 5%
+    first = _lat(cmp.REGRESSED, 1.88, 1.80, 1.95, 1e-9)
+    assert verdict.reproduces(first, _lat(cmp.REGRESSED, 1.70, 1.60, 1.80, 1e-9), th)
+    # Significant, wholly beyond +5%, more than half the change, but inside the run-to-run bar: reproduced.
+    assert verdict.reproduces(first, _lat(cmp.INCONCLUSIVE, 1.67, 1.57, 1.80, 1e-9), th)
+    assert not verdict.reproduces(first, _lat(cmp.INCONCLUSIVE, 1.15, 1.10, 1.20, 1e-9), th)  # a real but much smaller change
+    assert not verdict.reproduces(first, _lat(cmp.INCONCLUSIVE, 1.08, 0.91, 1.09, 0.86), th)  # noise
+    assert not verdict.reproduces(first, _lat(cmp.INCONCLUSIVE, 1.60, 1.04, 2.00, 1e-9), th)  # interval reaches into the band
+    assert not verdict.reproduces(first, _lat(cmp.UNCHANGED, 1.00, 0.99, 1.01, 0.5), th)
+    faster = _lat(cmp.IMPROVED, 0.60, 0.55, 0.65, 1e-9)
+    assert verdict.reproduces(faster, _lat(cmp.INCONCLUSIVE, 0.70, 0.65, 0.75, 1e-9), th)
+    assert not verdict.reproduces(faster, _lat(cmp.INCONCLUSIVE, 1.70, 1.60, 1.80, 1e-9), th)  # the other way
