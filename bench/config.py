@@ -73,6 +73,8 @@ class Measure(Strict):
     contention_threshold: float = Field(0.05, gt=0, le=1)
     rss_interval_s: float = Field(0.01, gt=0)
     uss_interval_s: float = Field(0.1, gt=0)
+    processes: int = Field(1, ge=1, le=50, description="worker processes per cell, each with the full warm-up and 1/N of the floors; "
+                                                        "samples pooled, so one process's mode (layout, placement) does not decide a run")
 
 
 class Suite(Strict):

@@ -81,6 +81,7 @@ class MeasureSettings:
     contention_threshold: float = 0.05
     rss_interval_s: float = 0.01
     uss_interval_s: float = 0.1
+    processes: int = 1  # worker processes per cell, samples pooled (bench/processes.py)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class CellResult:
     # throttling, cool-down wait, power; None when the cell ran without a monitor.
     device: dict[str, Any] | None = None
     energy_mj_per_inference: float | None = None
+    processes: int = 1  # worker processes whose samples were pooled into this result
+    process_p50_ms: list[float] = field(default_factory=list)  # each process's own median, when more than one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -296,7 +296,8 @@ class Runner:
     def log_cell(self, record: CellRecord) -> None:
         lat = record.result.latency if record.result else None
         if record.status == "ok" and lat is not None:
-            self.log(f"{record.cell_key}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.n} runs)" + "".join(f"; {w}" for w in record.result.warnings))
+            procs = f" in {record.result.processes} processes" if record.result.processes > 1 else ""
+            self.log(f"{record.cell_key}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.n} runs{procs})" + "".join(f"; {w}" for w in record.result.warnings))
         else:
             self.log(f"{record.cell_key}: {record.status} - {record.error}")
 

@@ -10,7 +10,7 @@ real, reproducible slowdown) and spliced into that night's run; the spliced run 
 night before. A confirmation re-measures the slowed cell with threads 1 (the change is still there) and
 any other flagged cell with the night's own suite.
 
-    python scripts/confirm_trial.py --nights 8 --confirm 1
+    python scripts/confirm_trial.py --nights 10 --confirm 1 [--processes 3]
 """
 
 from __future__ import annotations
@@ -86,8 +86,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nights", type=int, default=8)
     ap.add_argument("--confirm", type=int, default=1)
+    ap.add_argument("--processes", type=int, default=1, help="measure.processes of every cell")
     ap.add_argument("--home", type=Path, default=None, help="[default: a temporary folder]")
     args = ap.parse_args()
+    SUITE["measure"]["processes"] = args.processes
     home = args.home or Path(tempfile.mkdtemp(prefix="confirm-trial-"))
     home.mkdir(parents=True, exist_ok=True)
     suite, slow = home / "trial-ort.yaml", home / "trial-ort-slowed.yaml"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgebench.bench.processes import per_process, pool
 from edgebench.bench.results import CellResult
 from edgebench.bench.store import now
 from edgebench.targets.profiles import TargetProfile
@@ -120,13 +121,24 @@ class Board:
             return self._lost(str(exc))
         except OSError as exc:  # a host-side file vanished or the device's disk is full: this cell's problem
             return CellResult.failed(f"copying the cell's files to {self.profile.name} failed: {type(exc).__name__}: {exc}")
-        outcome = await self.transport.run_cell(spec.to_json(), f"cell-{job.index:04d}", self.timeout_s)
-        if outcome.lost:
-            self._unreachable += 1
-            self._last_reason = outcome.result.error
-        else:
+        n = max(1, spec.measure.processes)
+        if n > 1:
+            spec = dataclasses.replace(spec, measure=per_process(spec.measure))
+        parts = []
+        for i in range(n):
+            name = f"cell-{job.index:04d}" + (f"-p{i + 1}" if n > 1 else "")
+            outcome = await self.transport.run_cell(spec.to_json(), name, self.timeout_s)
+            if outcome.lost:
+                self._unreachable += 1
+                self._last_reason = outcome.result.error
+                return outcome.result
             self._unreachable, self._last_reason = 0, ""
-        return outcome.result
+            if outcome.result.status != "ok":
+                if n > 1:
+                    outcome.result.error = f"process {i + 1} of {n}: {outcome.result.error}"
+                return outcome.result
+            parts.append(outcome.result)
+        return pool(parts, spec.batch, job.spec.measure)
 
     async def _reconnect(self) -> None:
         """Open the connection again, retrying for ``ssh.reconnect_s`` so a board that is rebooting

@@ -49,6 +49,8 @@ class ScriptedTransport:
     async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
         self.ran.append(name)
         step = self.script.pop(0)
+        if step == "failed":
+            return WorkerOutcome(CellResult.failed("worker killed by SIGKILL"))
         if step == "lost":
             self.connected = False
             return WorkerOutcome(CellResult.failed("connection lost to target pi during the cell (ConnectionError: gone)"), lost=True)
@@ -228,3 +230,19 @@ def test_without_reconnect_s_a_refused_reconnect_fails_at_once(tmp_path, monkeyp
     assert [r.status for r in runner.saved] == ["failed", "failed", "failed"]
     assert "cannot connect to pi.local" in runner.saved[1].error and "retried" not in runner.saved[1].error
     assert runner.saved[2].error.startswith("not run: target pi unreachable (target pi: cannot connect")
+
+
+def test_with_processes_each_process_is_a_worker_and_a_failure_names_its_process(tmp_path, monkeypatch):
+    transport = ScriptedTransport(["ok", "failed", "lost"])
+    monkeypatch.setattr(board_mod, "make_transport", lambda *a, **k: transport)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "eval.npz").write_bytes(b"npz")
+    runner = FakeRunner(tmp_path)
+    two = jobs(2, tmp_path)
+    for job in two:
+        job.spec.measure.processes = 2
+    profile = TargetProfile(name="pi", transport="ssh", ssh={"host": "pi.local", "reconnect_s": 0})
+    asyncio.run(board_mod.Board(runner, profile, two, 60, summary=None, replace=False).run())
+    assert transport.ran == ["cell-0000-p1", "cell-0000-p2", "cell-0001-p1"]
+    assert runner.saved[0].error == "process 2 of 2: worker killed by SIGKILL"
+    assert runner.saved[1].error.startswith("connection lost to target pi during the cell")
