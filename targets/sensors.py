@@ -377,12 +377,15 @@ def nvml_reasons(mask: int, throttling_only: bool = False) -> list[str]:
     return [name for bit, name in NVML_REASONS.items() if bits & bit]
 
 
+PYNVML_MISSING = "pynvml not installed (pip install 'edgebench[nvml]', or add nvml to the target profile's extras)"
+
+
 def _nvml() -> Any:
     """The initialised ``pynvml`` module, or a not-available string."""
     try:
         import pynvml  # nvidia-ml-py; optional, never a dependency of the device side
     except ImportError:
-        return na("pynvml not installed")
+        return na(PYNVML_MISSING)
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded / ...

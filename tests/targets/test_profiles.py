@@ -79,3 +79,15 @@ def test_remote_cells_without_threads_leave_it_to_the_device(write_suite):
     suite = write_suite("s.yaml", {"models": ["small_cnn"], "backends": ["onnxruntime"], "targets": ["local", "raspberry-pi-4"]})
     threads = {c.target: c.options["threads"] for c in load_suite(suite).cells()}
     assert threads["raspberry-pi-4"] is None and threads["local"] >= 1
+
+
+def test_every_built_in_profile_installs_extras_that_exist():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"])
+    profiles = load_profiles(targets_file=None)
+    for name in BUILTINS:
+        missing = set(profiles.get(name).extras) - extras
+        assert not missing, f"{name}: extras {missing} are not in pyproject.toml"
+    assert "nvml" in profiles.get("desktop-gpu").extras and "nvml" in profiles.get("desktop-gpu").samplers

@@ -210,7 +210,7 @@ def test_nvml_thermal_slowdown_throttles(board, monkeypatch):
 def test_nvml_without_pynvml_is_not_available(board, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monitor = DeviceMonitor(MonitorSettings(samplers=["nvml"]), root=board)
-    assert monitor.status == {"nvml": "not available: pynvml not installed"}
+    assert monitor.status == {"nvml": sensors.na(sensors.PYNVML_MISSING)}
 
 
 # --- tegrastats power and energy ----------------------------------------------------------------

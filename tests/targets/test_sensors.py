@@ -231,7 +231,7 @@ def fake_pynvml(mask: int = 0x1, fail_init: bool = False) -> types.ModuleType:
 
 def test_nvml_not_installed_or_no_driver(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails as if not installed
-    assert sensors.nvml_gpus() == "not available: pynvml not installed"
+    assert sensors.nvml_gpus() == sensors.na(sensors.PYNVML_MISSING)
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_init=True))
     result = sensors.nvml_gpus()
     assert result.startswith("not available: no NVIDIA driver") and "Library Not Found" in result
@@ -276,7 +276,7 @@ def test_platform_is_decided_from_facts():
     assert probe._detect_platform("", "36.4.4", "not available") == "jetson"
     assert probe._detect_platform("Raspberry Pi 5 Model B Rev 1.0", "not available", "x") == "raspberry-pi"
     assert probe._detect_platform("", "not available", [{"name": "H100"}]) == "nvidia-gpu"
-    assert probe._detect_platform("", "not available", "not available: pynvml not installed") in {"generic-linux", "other"}
+    assert probe._detect_platform("", "not available", sensors.na(sensors.PYNVML_MISSING)) in {"generic-linux", "other"}
 
 
 def test_generic_machine_device_facts_are_not_available(monkeypatch):
@@ -287,7 +287,7 @@ def test_generic_machine_device_facts_are_not_available(monkeypatch):
     facts = probe.device_facts()
     assert facts["platform"] == "generic-linux"
     assert facts["nvpmodel"] == facts["l4t_release"] == facts["jetson_clocks"] == facts["pi"] == "not available"
-    assert facts["nvml"] == "not available: pynvml not installed"
+    assert facts["nvml"] == sensors.na(sensors.PYNVML_MISSING)
 
 
 def test_jetson_device_facts(monkeypatch, fake_path, tmp_path):
