@@ -71,6 +71,7 @@ def setup_target(
     extras: Optional[str] = typer.Option(None, "--extras", help="edgebench extras to install, comma-separated [default: the profile's]."),
     wheel: Optional[Path] = typer.Option(None, "--wheel", help="An edgebench wheel to install [default: build one from this checkout]."),
     constraints: Optional[Path] = typer.Option(None, "--constraints", help="A pip constraints file to pin the board's packages."),
+    full: bool = typer.Option(False, "--full", help="Install every dependency (to run the edgebench CLI on the board) [default: only what the worker needs]."),
 ) -> None:
     """Install this host's edgebench in a venv on the target (wheel built here, copied over SSH), then report versions."""
     import tempfile
@@ -87,7 +88,7 @@ def setup_target(
         whl = wheel or build_wheel(Path(tmp))
         _echo(f"{name}: built {whl.name}" if wheel is None else f"{name}: using {whl}")
         chosen = [e.strip() for e in extras.split(",") if e.strip()] if extras is not None else None
-        report = asyncio.run(do_setup(profile, whl, wheelhouse, chosen, constraints, log=_echo))
+        report = asyncio.run(do_setup(profile, whl, wheelhouse, chosen, constraints, log=_echo, full=full))
     fp = report.device
     _echo(f"{name}: venv {report.venv} (Python {fp.get('python')}, {fp.get('machine')}, {fp.get('os')})")
     _echo(f"{name}: edgebench {fp.get('edgebench_version')} (source {fp.get('edgebench_source')})")

@@ -1,12 +1,15 @@
 """``edgebench target setup NAME``: install the host's edgebench on a board, in a venv of its own.
 
 The host builds a wheel from its source, copies it (and, for an offline board, a local wheelhouse)
-over SSH, creates ``VENV`` with the board's Python and installs ``edgebench[EXTRAS]`` there. The
-device side needs only numpy, psutil and one runtime: no torch, no onnx.
+over SSH, creates ``VENV`` with the board's Python and installs edgebench there with the runtimes of
+EXTRAS. By default only what the worker imports is installed (numpy, psutil and the runtimes; the wheel
+itself with --no-deps): no torch, no onnx, and none of the host's CLI, store or report dependencies.
+``full=True`` installs ``edgebench[EXTRAS]`` with every dependency, for a board that runs the CLI itself.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,38 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
+# What the worker imports from the core's dependencies; the rest (pydantic, SQLAlchemy, rich, typer, ...)
+# serve the host's CLI, store and reports.
+WORKER_CORE = ("numpy", "psutil")
+
+
+def worker_requirements(wheel: Path, extras: list[str]) -> list[str]:
+    """The wheel's requirements the device-side worker needs: WORKER_CORE and those of ``extras``."""
+    import zipfile
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(meta).decode().splitlines()
+    known = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")}
+    unknown = [e for e in extras if e not in known]
+    if unknown:
+        raise EdgebenchError(f"{wheel.name}: no extra {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    out = []
+    for line in lines:
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.marker is None:
+            wanted = req.name in WORKER_CORE
+        else:
+            wanted = any(req.marker.evaluate({"extra": e}) for e in extras) and "extra" in str(req.marker)
+        if wanted:
+            out.append(f"{req.name}{req.specifier}")
+    return list(dict.fromkeys(out))
+
+
 @dataclass
 class SetupReport:
     target: str
@@ -62,8 +97,9 @@ class SetupReport:
 
 
 async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | None = None, extras: list[str] | None = None,
-                       constraints: Path | None = None, log: Callable[[str], None] = print, pip_timeout_s: float = 1800) -> SetupReport:
-    """Create the venv on the board, install the wheel with ``extras`` and probe what got installed."""
+                       constraints: Path | None = None, log: Callable[[str], None] = print, pip_timeout_s: float = 1800,
+                       full: bool = False) -> SetupReport:
+    """Create the venv on the board, install the wheel (worker-only, or ``full``) with ``extras`` and probe what got installed."""
     from edgebench.targets.board import version_mismatch
 
     if profile.is_local:
@@ -80,7 +116,9 @@ async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | N
         if wheelhouse is not None:
             files = sorted(p for p in wheelhouse.iterdir() if p.is_file())
             if not files:
-                raise EdgebenchError(f"{wheelhouse}: the wheelhouse is empty; fill it with `pip download edgebench[{','.join(extras)}] -d DIR` for the board's platform")
+                need = " ".join(shlex.quote(r) for r in (worker_requirements(wheel, extras) if not full else [f"edgebench[{','.join(extras)}]"]))
+                raise EdgebenchError(f"{wheelhouse}: the wheelhouse is empty; fill it with `pip download {need} -d DIR` for the board's platform "
+                                     "(--platform, --python-version, --only-binary=:all:)")
             house = await t.place(Bundle(files))
             pip_source = ["--no-index", "--find-links", house]
         if constraints is not None:
@@ -90,11 +128,18 @@ async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | N
         await _step(t, f"{profile.name}: creating {venv} with {profile.python}", [profile.python, "-m", "venv", venv], 300, log,
                     hint=f"install python3-venv on the board, or set `python:` in the target profile to a Python >= 3.10")
         remote_wheel = f"{wheel_dir}/{wheel.name}"
-        spec = f"{remote_wheel}[{','.join(extras)}]" if extras else remote_wheel
-        await _step(t, f"{profile.name}: installing edgebench[{','.join(extras)}]", [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_source, spec], pip_timeout_s, log,
-                    hint="for an offline board pass --wheelhouse DIR with wheels for its platform")
+        pip = [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        label = f"edgebench[{','.join(extras)}]" if extras else "edgebench"
+        offline_hint = "for an offline board pass --wheelhouse DIR with wheels for its platform"
+        if full:
+            spec = f"{remote_wheel}[{','.join(extras)}]" if extras else remote_wheel
+            await _step(t, f"{profile.name}: installing {label} with every dependency", [*pip, *pip_source, spec], pip_timeout_s, log, hint=offline_hint)
+        else:
+            reqs = worker_requirements(wheel, extras)
+            spec = f"{label} (worker only: {', '.join(reqs)})"
+            await _step(t, f"{profile.name}: installing {spec}", [*pip, *pip_source, *reqs], pip_timeout_s, log, hint=offline_hint)
         # The same version number may hide different source: always put the host's build in place.
-        await _step(t, f"{profile.name}: replacing edgebench with the host's build", [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--force-reinstall", remote_wheel], 600, log)
+        await _step(t, f"{profile.name}: installing the host's edgebench build", [*pip, "--no-deps", "--force-reinstall", remote_wheel], 600, log)
         fp = await t.probe()
         return SetupReport(profile.name, profile.python, venv, spec, fp, version_mismatch(profile, fp), t.copied.files)
     finally:

@@ -61,6 +61,8 @@ def test_setup_made_a_torch_free_venv_and_reported_versions(ssh_loopback):
     names = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert "edgebench" in names and {"onnxruntime", "ai-edge-litert", "numpy", "psutil"} <= names
     assert not names & {"torch", "onnx", "torch-pruning", "litert-torch", "jax", "scikit-learn", "asyncssh"}, sorted(names)
+    assert not names & {"sqlalchemy", "pydantic", "typer", "rich", "alembic", "pyyaml"}, sorted(names)  # host-side only: not installed
+    assert "(worker only: numpy>=1.23, psutil>=5.9, onnxruntime>=1.17, ai-edge-litert>=1.0)" in out
     size = subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True).stdout.split()[0]
     print(f"worker venv: {size} MiB, {len(names)} packages")
 
