@@ -105,10 +105,9 @@ def run_cell(spec: CellSpec) -> CellResult:
         reference = data["reference_logits"] if "reference_logits" in data.files else None
 
         monitor = _monitor(spec)
-        cooldown = monitor.cooldown() if monitor else None
         if monitor:
-            monitor.start()
-            _idle(monitor)
+            monitor.cooldown()  # kept in the report it makes
+            monitor.start()  # samples idle_s of idle device first: the baseline energy subtracts
         sampler = MemorySampler(settings.rss_interval_s, settings.uss_interval_s).start()
         result = CellResult(status="ok")
         try:
@@ -145,7 +144,6 @@ def run_cell(spec: CellSpec) -> CellResult:
         if report is not None:
             from edgebench.targets.samplers import energy_per_inference_mj
 
-            report.cooldown = cooldown
             result.device = report.to_dict()
             result.energy_mj_per_inference = energy_per_inference_mj(report, result.latency.mean_ms / 1000, spec.batch)
         result.warnings = _warnings(result, timed.stopped_by_cap, settings)
@@ -161,14 +159,6 @@ def _monitor(spec: CellSpec) -> Any:
     from edgebench.targets.samplers import DeviceMonitor, MonitorSettings
 
     return DeviceMonitor(MonitorSettings(**spec.monitor))
-
-
-def _idle(monitor: Any) -> None:
-    """Sample the idle device before loading anything: the baseline that energy per inference subtracts."""
-    idle_s = monitor.settings.idle_s
-    if idle_s > 0:
-        monitor.mark("idle")
-        time.sleep(idle_s)
 
 
 def _mark(monitor: Any, phase: str) -> None:

@@ -236,12 +236,12 @@ def test_a_cell_beside_a_cpu_burner_is_contended_and_the_same_cell_idle_is_not(b
 
 
 def test_worker_runs_the_monitor_and_reports_the_device(built, fast_measure):
-    result = run_cell(spec_for(built, measure=fast_measure, monitor={"samplers": ["auto"], "interval_s": 0.05}))
+    result = run_cell(spec_for(built, measure=fast_measure, monitor={"samplers": ["auto"], "interval_s": 0.05, "idle_s": 0.2}))
     assert result.status == "ok", result.error
     dev = result.device
     assert dev["samplers"] and dev["timeline"]
     marks = [p["phase"] for p in dev["phases"]]
-    assert marks.index("load") < marks.index("measure") < marks.index("evaluate")
+    assert marks.count("idle") == 1 and marks.index("idle") < marks.index("load") < marks.index("measure") < marks.index("evaluate")
     assert "measure" in {row["phase"] for row in dev["timeline"]}  # loading may be shorter than one interval
     assert dev["samplers"]["cpu"] == "ok" and dev["measure_other_cpu"] is not None
     assert isinstance(dev["throttled"], bool)
