@@ -66,7 +66,7 @@ def thermal_zones(root: Path = ROOT) -> dict[str, float] | str:
     zone's name appended (``"cpu-thermal#thermal_zone3"``); zones reading -256 C (absent sensor) or that
     cannot be read are left out. Not available when there are no zones or none can be read."""
     base = root / THERMAL
-    zones = sorted(base.glob("thermal_zone*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []
+    zones = _numbered(base, "thermal_zone")
     if not zones:
         return na(f"no thermal zones under {base}")
     out: dict[str, float] = {}
@@ -89,6 +89,11 @@ def _zone_number(name: str) -> int:
     return int(digits) if digits else -1
 
 
+def _numbered(base: Path, prefix: str) -> list[Path]:
+    """``base/prefix*`` in numeric order (thermal_zone2 before thermal_zone10); none if ``base`` is missing."""
+    return sorted(base.glob(f"{prefix}*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []
+
+
 def max_temperature(zones: dict[str, float]) -> float | None:
     """The hottest zone, placeholder zones (PMIC-Die) excluded; None if none is left."""
     values = [v for k, v in zones.items() if not k.startswith(PLACEHOLDER_ZONE_PREFIXES)]
@@ -98,7 +103,7 @@ def max_temperature(zones: dict[str, float]) -> float | None:
 def cooling_devices(root: Path = ROOT) -> list[dict[str, Any]] | str:
     """Every ``/sys/class/thermal/cooling_device*`` as {name, type, cur_state, max_state}."""
     base = root / THERMAL
-    devs = sorted(base.glob("cooling_device*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []
+    devs = _numbered(base, "cooling_device")
     if not devs:
         return na(f"no cooling devices under {base}")
     out = []
@@ -115,7 +120,7 @@ def capping_cooling_devices(root: Path = ROOT) -> list[Path]:
     """The cooling devices that cap a clock (cpufreq/devfreq types): the monitor polls only these."""
     base = root / THERMAL
     out = []
-    for d in sorted(base.glob("cooling_device*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []:
+    for d in _numbered(base, "cooling_device"):
         try:
             kind = _read(d / "type")
         except OSError:
@@ -154,7 +159,7 @@ def cpufreq_policies(root: Path = ROOT) -> list[dict[str, Any]] | str:
     ``max_mhz`` is the current ceiling (scaling_max_freq, lowered by nvpmodel or a thermal cap);
     ``cpuinfo_max_mhz`` is what the silicon allows."""
     base = root / CPUFREQ
-    policies = sorted(base.glob("policy*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []
+    policies = _numbered(base, "policy")
     if not policies:
         return na(f"no cpufreq policies under {base}")
     out = []
@@ -180,7 +185,7 @@ def cpu_cur_mhz(root: Path = ROOT) -> dict[str, float] | str:
     On a Raspberry Pi this is what the kernel asked for; the firmware may run the ARM slower when it
     throttles (raspberrypi/linux#2986), which only ``vcgencmd measure_clock arm`` shows."""
     base = root / CPUFREQ
-    policies = sorted(base.glob("policy*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []
+    policies = _numbered(base, "policy")
     if not policies:
         return na(f"no cpufreq policies under {base}")
     out = {}
@@ -197,7 +202,7 @@ def cpu_max_mhz(root: Path = ROOT) -> dict[str, float]:
     means the cell was capped."""
     base = root / CPUFREQ
     out = {}
-    for p in sorted(base.glob("policy*"), key=lambda p: _zone_number(p.name)) if base.is_dir() else []:
+    for p in _numbered(base, "policy"):
         value = _khz_to_mhz(p / "scaling_max_freq")
         if not is_na(value):
             out[p.name] = value
