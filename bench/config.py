@@ -6,7 +6,6 @@ the key and the fix in one line.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.measure import usable_cpus
 from edgebench.bench.results import MeasureSettings
 
 SUITES = Path(__file__).parent / "suites"
@@ -146,7 +146,7 @@ class LoadedSuite:
             # A board's own CPU count is not the host's: remote cells without a thread count get the
             # profile's, else the worker uses every CPU the device gives it.
             local = profile is None or profile.is_local
-            default_threads = s.threads or (profile.threads if profile else None) or (_default_threads() if local else None)
+            default_threads = s.threads or (profile.threads if profile else None) or (usable_cpus() if local else None)
             for model in s.model_names():
                 for recipe in self.recipes:
                     for ref in s.backend_refs():
@@ -158,10 +158,6 @@ class LoadedSuite:
 
     def measure_settings(self) -> MeasureSettings:
         return MeasureSettings(**self.suite.measure.model_dump())
-
-
-def _default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _importable_from(folder: Path) -> None:

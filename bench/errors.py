@@ -12,6 +12,12 @@ def one_line(text: object, limit: int = 500) -> str:
     return " ".join(str(text).split())[:limit]
 
 
+def tail_text(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of a process's stderr, joined on one line."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])[:400]
+
+
 class EdgebenchError(Exception):
     """An error whose message is meant for the user as it is (no traceback)."""
 

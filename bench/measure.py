@@ -19,6 +19,11 @@ from edgebench.bench.results import Contention, MeasureSettings, MemoryStats
 MIB = 1024 * 1024
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one): the default thread count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @dataclass
 class TimedRuns:
     warmup_runs: int

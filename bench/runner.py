@@ -21,7 +21,7 @@ from typing import Any
 
 from edgebench.bench import __version__
 from edgebench.bench.config import Cell, LoadedSuite
-from edgebench.bench.errors import one_line
+from edgebench.bench.errors import one_line, tail_text
 from edgebench.bench.results import CellResult, MeasureSettings
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
 from edgebench.bench.worker import CellSpec
@@ -114,7 +114,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _tail(path: Path) -> str:
     try:
-        return _tail_text(path.read_text(errors="replace"))
+        return tail_text(path.read_text(errors="replace"))
     except OSError:
         return ""
 
@@ -330,9 +330,3 @@ def quantize_notes(recipes: list[Any], cells: list[Cell]) -> list[str]:
         if q.qat:
             notes.append(f"recipe {recipe.name}: qat is not implemented in this edgebench; its int8 cells use post-training quantisation ({q.calibration} calibration)")
     return notes
-
-
-def _tail_text(text: str, lines: int = 3) -> str:
-    from edgebench.targets.transport import tail_text
-
-    return tail_text(text, lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -169,7 +168,9 @@ def _mark(monitor: Any, phase: str) -> None:
 def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
     options = {**spec.options, "batch": spec.batch}
     if options.get("threads") is None:  # a remote cell with no thread count uses every CPU the device gives it
-        options["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from edgebench.bench.measure import usable_cpus
+
+        options["threads"] = usable_cpus()
     try:
         return backend.load(artifact, spec.precision, options)
     except Exception as exc:

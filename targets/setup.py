@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench.errors import EdgebenchError, one_line
+from edgebench.bench.errors import EdgebenchError, one_line, tail_text
 from edgebench.targets.profiles import TargetProfile
-from edgebench.targets.transport import Bundle, SSHTransport, TargetUnreachable, tail_text
+from edgebench.targets.transport import Bundle, SSHTransport, TargetUnreachable
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench.errors import EdgebenchError, one_line
+from edgebench.bench.errors import EdgebenchError, one_line, tail_text
 from edgebench.bench.results import CellResult
 from edgebench.targets.profiles import TargetProfile
 
@@ -141,12 +141,6 @@ class LocalTransport(Transport):
         spec = CellSpec.from_json(spec_json)
         outcome = await asyncio.to_thread(run_worker, spec, self.workdir, timeout_s, None, self.pythonpath, name)
         return WorkerOutcome(outcome.result, lost=False, stderr_tail=outcome.stderr_tail)
-
-
-def tail_text(text: str, lines: int = 3) -> str:
-    """The last non-empty lines of a process's stderr, joined on one line."""
-    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])[:400]
 
 
 class SSHTransport(Transport):
