@@ -19,6 +19,7 @@ from typing import Any
 
 from edgebench.bench.results import CellResult, Contention, MeasureSettings
 from edgebench.bench.stats import summarize
+from edgebench.bench.worker import variance_warning
 
 
 def per_process(settings: MeasureSettings) -> MeasureSettings:
@@ -84,8 +85,8 @@ def _warnings(parts: list[CellResult], cov: float, settings: MeasureSettings) ->
     """Each process's warnings once, with the variance warning recomputed on the pooled samples."""
     seen = [w for p in parts for w in p.warnings if not w.startswith("high variance")]
     out = list(dict.fromkeys(seen))
-    if cov > settings.cov_warn:
-        out.insert(0, f"high variance: CoV {cov:.1%} > {settings.cov_warn:.0%}")
+    if high := variance_warning(cov, settings):
+        out.insert(0, high)
     p50 = [p.latency.p50_ms for p in parts if p.latency is not None]
     if len(p50) > 1 and min(p50) > 0 and max(p50) / min(p50) > 1 + settings.cov_warn * 2:
         out.append(f"processes disagree: per-process p50 {min(p50):.4g}-{max(p50):.4g} ms ({max(p50) / min(p50):.2f}x)")

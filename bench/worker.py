@@ -177,11 +177,15 @@ def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
         raise RuntimeError(f"{artifact}: {spec.backend} could not load it ({_one_line(exc)}); re-export it or check the file") from exc
 
 
+def variance_warning(cov: float, settings: MeasureSettings) -> str | None:
+    """``high variance`` when the samples' CoV is above the suite's ``cov_warn``."""
+    return f"high variance: CoV {cov:.1%} > {settings.cov_warn:.0%}" if cov > settings.cov_warn else None
+
+
 def _warnings(result: CellResult, cap: str | None, settings: MeasureSettings) -> list[str]:
     out = []
-    lat = result.latency
-    if lat is not None and lat.cov > settings.cov_warn:
-        out.append(f"high variance: CoV {lat.cov:.1%} > {settings.cov_warn:.0%}")
+    if result.latency is not None and (high := variance_warning(result.latency.cov, settings)):
+        out.append(high)
     if cap:
         out.append(f"measurement {cap}")
     device = result.device or {}

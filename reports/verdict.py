@@ -115,10 +115,15 @@ def run(store: Store, base_ref: str, head_ref: str, th: cmp.Thresholds | None = 
             cells.append(comp)
     if not any(c.status == "compared" for c in cells):
         raise EdgebenchError(f"no cell of {head_ref} matches a cell of {base.label} (model, recipe, backend, precision, batch, target)")
-    order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
-    cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
+    _sort(cells)
     return cmp.Comparison(cmp.RunRef.of(store.run(first_base), base.label), cmp.RunRef.of(store.run(first_head), head_ref), th, cells,
                           env_checks, notes)
+
+
+def _sort(cells: list[cmp.CellComparison]) -> None:
+    """Regressions first, then improvements, inconclusive, unchanged; by coordinates within each."""
+    order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
+    cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
 
 
 # -- confirmation: re-measure the flagged cells before calling them ----------------------------
@@ -191,8 +196,7 @@ def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, co
     k = max((len(rs) for rs in confirm_runs.values()), default=0)
     comp.notes.append(f"--confirm {k}: {len(flagged)} flagged cell(s) re-measured in run(s) {', '.join(all_runs) or '-'}; "
                       f"{kept} confirmed, {len(flagged) - kept} not reproduced (now inconclusive)")
-    order = {cmp.REGRESSED: 0, cmp.IMPROVED: 1, cmp.INCONCLUSIVE: 2, cmp.UNCHANGED: 3}
-    comp.cells.sort(key=lambda c: (order.get(c.verdict, 9), c.target, c.model, c.recipe, c.backend, c.precision, c.batch))
+    _sort(comp.cells)
     return comp
 
 
