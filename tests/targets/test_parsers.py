@@ -3,22 +3,12 @@ tests/targets/data/ comes from the public source named in the file's "# source:"
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from edgebench.targets import parsers
 from edgebench.targets.parsers import CpuCore, parse_tegrastats, total_input_power_mw
-
-DATA = Path(__file__).parent / "data"
-
-
-def lines(name: str) -> list[str]:
-    """The captured lines of a fixture, without its "# source:" header."""
-    text = (DATA / name).read_text().splitlines()
-    assert text[0].startswith("# source: "), f"{name} must name its source"
-    return [ln for ln in text[1:] if ln.strip()]
-
+from targets_support import DATA, fixture_lines
 
 def test_every_fixture_names_its_source():
     for f in sorted(DATA.glob("*.txt")):
@@ -30,7 +20,7 @@ def test_every_fixture_names_its_source():
 
 
 def test_l4t32_nano_plain_milliwatt_rails_and_pom_5v_in_total():
-    [line] = lines("tegrastats_l4t32.7.1-jp4.6.1_nano.txt")
+    [line] = fixture_lines("tegrastats_l4t32.7.1-jp4.6.1_nano.txt")
     s = parse_tegrastats(line)
     assert (s.ram_used_mib, s.ram_total_mib) == (1923, 3964)
     assert (s.swap_used_mib, s.swap_total_mib) == (191, 1982)
@@ -45,7 +35,7 @@ def test_l4t32_nano_plain_milliwatt_rails_and_pom_5v_in_total():
 
 
 def test_l4t32_xavier_nx_vdd_in_without_units():
-    [line] = lines("tegrastats_l4t32-jp4.x_xaviernx.txt")
+    [line] = fixture_lines("tegrastats_l4t32-jp4.x_xaviernx.txt")
     s = parse_tegrastats(line)
     assert s.rails["VDD_IN"] == (6140, 5510)
     assert s.rails["VDD_CPU_GPU_CV"] == (2706, 2119)
@@ -57,7 +47,7 @@ def test_l4t32_xavier_nx_vdd_in_without_units():
 
 
 def test_jetpack5_xavier_nx_mw_rails_timestamp_and_bracketed_gpu_clock():
-    [line] = lines("tegrastats_l4t35.4.1-jp5.1.2_xaviernx.txt")
+    [line] = fixture_lines("tegrastats_l4t35.4.1-jp5.1.2_xaviernx.txt")
     s = parse_tegrastats(line)
     assert s.timestamp == "07-09-2024 13:31:31"
     assert s.rails["VDD_IN"] == (2763, 2846)
@@ -68,7 +58,7 @@ def test_jetpack5_xavier_nx_mw_rails_timestamp_and_bracketed_gpu_clock():
 
 
 def test_jetpack6_orin_nano():
-    [line] = lines("tegrastats_l4t36.4-jp6_orinnano.txt")
+    [line] = fixture_lines("tegrastats_l4t36.4-jp6_orinnano.txt")
     s = parse_tegrastats(line)
     assert s.timestamp == "11-15-2024 08:38:09"
     assert (s.ram_used_mib, s.ram_total_mib) == (6185, 7620)
@@ -82,7 +72,7 @@ def test_jetpack6_orin_nano():
 
 
 def test_orin_with_encoder_engines_ignores_engine_tokens():
-    [line] = lines("tegrastats_release-not-stated_orin-nvenc.txt")
+    [line] = fixture_lines("tegrastats_release-not-stated_orin-nvenc.txt")
     s = parse_tegrastats(line)
     assert s.cpus[-1] == CpuCore(93, 247)
     assert s.rails["VDD_IN"] == (17946, 15710)
@@ -92,7 +82,7 @@ def test_orin_with_encoder_engines_ignores_engine_tokens():
 
 
 def test_agx_orin_per_gpc_clocks_absent_sensors_and_no_total_rail():
-    [line] = lines("tegrastats_release-not-stated_agxorin.txt")
+    [line] = fixture_lines("tegrastats_release-not-stated_agxorin.txt")
     s = parse_tegrastats(line)
     assert len(s.cpus) == 12
     assert (s.gr3d_pct, s.gr3d_mhz) == (0, [0, 0])  # one clock per GPC
@@ -104,7 +94,7 @@ def test_agx_orin_per_gpc_clocks_absent_sensors_and_no_total_rail():
 
 
 def test_agx_xavier_named_rails_have_no_total():
-    [line] = lines("tegrastats_l4t31-32-2019_agxxavier.txt")
+    [line] = fixture_lines("tegrastats_l4t31-32-2019_agxxavier.txt")
     s = parse_tegrastats(line)
     assert s.rails["GPU"] == (463, 463) and s.rails["SYS5V"] == (3306, 3306)
     assert total_input_power_mw(s) is None  # GPU+CPU+SOC+CV+VDDRQ+SYS5V are never summed
@@ -114,7 +104,7 @@ def test_agx_xavier_named_rails_have_no_total():
 
 
 def test_agx_xavier_cores_shown_off():
-    [line] = lines("tegrastats_release-not-stated_agxxavier-cores-off.txt")
+    [line] = fixture_lines("tegrastats_release-not-stated_agxxavier-cores-off.txt")
     s = parse_tegrastats(line)
     assert s.cpus[:4] == [CpuCore(2, 1190), CpuCore(0, 1190), CpuCore(0, 1190), CpuCore(0, 1190)]
     assert s.cpus[4:] == [None, None, None, None]
@@ -123,7 +113,7 @@ def test_agx_xavier_cores_shown_off():
 
 
 def test_tx2_denver_cores_off_and_vdd_in():
-    [line] = lines("tegrastats_release-not-stated_tx2-denver-off.txt")
+    [line] = fixture_lines("tegrastats_release-not-stated_tx2-denver-off.txt")
     s = parse_tegrastats(line)
     assert s.cpus == [CpuCore(1, 345), None, None, CpuCore(1, 345), CpuCore(0, 345), CpuCore(2, 345)]
     assert total_input_power_mw(s) == ("VDD_IN", 3056)
@@ -131,7 +121,7 @@ def test_tx2_denver_cores_off_and_vdd_in():
 
 
 def test_tx2_without_swap_field():
-    first, second = lines("tegrastats_release-not-stated_tx2.txt")
+    first, second = fixture_lines("tegrastats_release-not-stated_tx2.txt")
     s = parse_tegrastats(second)
     assert s.swap_used_mib is None and s.swap_total_mib is None
     assert s.cpus[0] == CpuCore(49, 806)
@@ -141,7 +131,7 @@ def test_tx2_without_swap_field():
 
 @pytest.mark.parametrize("cut", [5, 40, 120, 200])
 def test_a_truncated_real_line_parses_what_it_has(cut):
-    [line] = lines("tegrastats_l4t36.4-jp6_orinnano.txt")
+    [line] = fixture_lines("tegrastats_l4t36.4-jp6_orinnano.txt")
     s = parse_tegrastats(line[:cut])  # a line cut by a killed child process is data, not a crash
     assert isinstance(s, parsers.TegraSample)
 
@@ -156,7 +146,7 @@ def test_an_empty_line_is_an_empty_sample():
 
 def _triples(name: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    for ln in lines(name):
+    for ln in fixture_lines(name):
         key = ln.split("=")[0].split("(")[0]
         if not out or key in out[-1]:
             out.append({})
@@ -191,7 +181,7 @@ def test_pi5_clock_id_zero():
 
 
 def test_pi3_under_voltage_throttled_now():
-    temp, throttled, _ = lines("vcgencmd_pi3_undervoltage.txt")
+    temp, throttled, _ = fixture_lines("vcgencmd_pi3_undervoltage.txt")
     assert parsers.parse_measure_temp(temp) == 38.6
     state = parsers.parse_get_throttled(throttled)
     assert state.under_voltage and state.throttled and not state.arm_freq_capped
@@ -224,21 +214,21 @@ def test_vcgencmd_parsers_reject_a_reply_of_the_wrong_kind(parse):
 
 
 def test_nvpmodel_query_with_error_lines_after_the_mode():
-    mode = parsers.parse_nvpmodel_query("\n".join(lines("nvpmodel_nano_jetbot49.txt")))
+    mode = parsers.parse_nvpmodel_query("\n".join(fixture_lines("nvpmodel_nano_jetbot49.txt")))
     assert mode == parsers.NvpModel("5W", 1)
 
 
 def test_nvpmodel_query_thor():
-    assert parsers.parse_nvpmodel_query("\n".join(lines("nvpmodel_thor_jetpack-nixos460.txt"))) == parsers.NvpModel("MAXN", 0)
+    assert parsers.parse_nvpmodel_query("\n".join(fixture_lines("nvpmodel_thor_jetpack-nixos460.txt"))) == parsers.NvpModel("MAXN", 0)
 
 
 def test_nvpmodel_query_without_a_mode_line_is_none():
-    [line] = lines("nvpmodel_nano_jetbot49.txt")[2:3]  # only an "NVPM ERROR" line
+    [line] = fixture_lines("nvpmodel_nano_jetbot49.txt")[2:3]  # only an "NVPM ERROR" line
     assert parsers.parse_nvpmodel_query(line) is None
 
 
 def test_jetson_clocks_show():
-    info = parsers.parse_jetson_clocks_show("\n".join(lines("jetson_clocks_show_agxorin_jetson_stats381.txt")))
+    info = parsers.parse_jetson_clocks_show("\n".join(fixture_lines("jetson_clocks_show_agxorin_jetson_stats381.txt")))
     assert info["soc_family"] == "tegra234"
     assert info["machine"] == "NVIDIA Orin Jetson-Small Developer Kit"
     assert info["online_cpus"] == "0-11"
@@ -249,7 +239,7 @@ def test_jetson_clocks_show():
 
 
 def test_nv_tegra_release():
-    r32, r35_4, r35_5 = lines("nv_tegra_release_tier4-ota-client.txt")
+    r32, r35_4, r35_5 = fixture_lines("nv_tegra_release_tier4-ota-client.txt")
     assert parsers.parse_nv_tegra_release(r32) == "32.6.1"
     assert parsers.parse_nv_tegra_release(r35_4) == "35.4.1"
     assert parsers.parse_nv_tegra_release(r35_5) == "35.5.0"

@@ -4,7 +4,6 @@ rules on a fake sysfs tree and fake tools, the cool-down gate, and the energy ar
 from __future__ import annotations
 
 import json
-import stat
 import sys
 import time
 import types
@@ -14,32 +13,9 @@ import pytest
 
 from edgebench.targets import samplers, sensors
 from edgebench.targets.samplers import DeviceMonitor, DeviceReport, MonitorSettings, energy_per_inference_mj
+from targets_support import fixture_lines, tool, write
 
-DATA = Path(__file__).parent / "data"
 FAST = dict(interval_s=0.03, slow_interval_s=0.03)
-
-
-def fixture_lines(name: str) -> list[str]:
-    return [ln for ln in (DATA / name).read_text().splitlines()[1:] if ln.strip()]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
-
-def tool(bin_dir: Path, name: str, script: str) -> None:
-    path = bin_dir / name
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-
-
-@pytest.fixture
-def fake_path(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    return bin_dir
 
 
 @pytest.fixture

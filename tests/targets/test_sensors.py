@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 import types
 from pathlib import Path
@@ -13,18 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.targets import probe, sensors
-
-DATA = Path(__file__).parent / "data"
-
-
-def fixture_lines(name: str) -> list[str]:
-    return [ln for ln in (DATA / name).read_text().splitlines()[1:] if ln.strip()]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
+from targets_support import fixture_lines, tool, write
 
 def zone(root: Path, n: int, kind: str, millideg: int) -> None:
     write(root / f"sys/class/thermal/thermal_zone{n}/type", kind)
@@ -36,24 +24,6 @@ def cooler(root: Path, n: int, kind: str, cur: int, top: int) -> None:
     write(base / "type", kind)
     write(base / "cur_state", str(cur))
     write(base / "max_state", str(top))
-
-
-def tool(bin_dir: Path, name: str, script: str) -> Path:
-    """A fake executable on PATH that answers like the real tool (replies taken from the fixtures)."""
-    path = bin_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return path
-
-
-@pytest.fixture
-def fake_path(tmp_path, monkeypatch):
-    """PATH holding only a tmp bin folder (plus /usr/bin for sh): no real vcgencmd/nvpmodel leaks in."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    return bin_dir
 
 
 # --- thermal ------------------------------------------------------------------------------------

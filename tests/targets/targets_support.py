@@ -1,0 +1,30 @@
+"""Helpers shared by the device-state tests: the real-output fixtures, a fake sysfs tree, fake tools."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+
+
+def fixture_lines(name: str) -> list[str]:
+    """The captured lines of a fixture, without its "# source:" header."""
+    text = (DATA / name).read_text().splitlines()
+    assert text[0].startswith("# source: "), f"{name} must name its source"
+    return [ln for ln in text[1:] if ln.strip()]
+
+
+def write(path: Path, text: str) -> None:
+    """One sysfs-style file under a fake root."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def tool(bin_dir: Path, name: str, script: str) -> Path:
+    """A fake executable on PATH that answers like the real tool (replies taken from the fixtures)."""
+    path = bin_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
