@@ -41,10 +41,6 @@ class Bundle:
             h.update(f.name.encode() + b"\0" + file_digest(f).encode() + b"\0")
         return h.hexdigest()[:32]
 
-    @property
-    def size(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
-
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -75,14 +71,12 @@ class WorkerOutcome:
 
     result: CellResult
     lost: bool = False
-    stderr_tail: str = ""
 
 
 @dataclass
 class CopyStats:
     files: int = 0
     bytes: int = 0
-    bundles_reused: int = 0
 
 
 class Transport:
@@ -140,7 +134,7 @@ class LocalTransport(Transport):
 
         spec = CellSpec.from_json(spec_json)
         outcome = await asyncio.to_thread(run_worker, spec, self.workdir, timeout_s, None, self.pythonpath, name)
-        return WorkerOutcome(outcome.result, lost=False, stderr_tail=outcome.stderr_tail)
+        return WorkerOutcome(outcome.result)
 
 
 class SSHTransport(Transport):
@@ -249,9 +243,7 @@ class SSHTransport(Transport):
             return self._placed[key]
         folder = f"{self.root}/files/{key}"
         try:
-            if await self.sftp.exists(f"{folder}/.complete"):
-                self.copied.bundles_reused += 1
-            else:
+            if not await self.sftp.exists(f"{folder}/.complete"):
                 await self._upload(bundle, folder)
         except (asyncssh.Error, ConnectionError, asyncio.TimeoutError) as exc:  # the link, not the files
             raise TargetUnreachable(f"connection lost to target {self.profile.name} while copying files "
@@ -297,17 +289,17 @@ class SSHTransport(Transport):
             return self._lost(exc)
         if proc.exit_status is None and proc.exit_signal is None:
             return self._lost(ConnectionError("the SSH channel closed without an exit status"))
-        tail = tail_text(proc.stderr or "")
         if proc.exit_status == 0:
             try:
                 async with self.sftp.open(out, "r") as fh:
                     text = await fh.read()
-                return WorkerOutcome(CellResult.from_dict(json.loads(text)), stderr_tail=tail)
+                return WorkerOutcome(CellResult.from_dict(json.loads(text)))
             except (OSError, asyncssh.Error) as exc:
                 return self._lost(exc)
             except (ValueError, TypeError) as exc:
-                return WorkerOutcome(CellResult.failed(f"{out} on {self.profile.name}: unreadable worker result ({exc})"), stderr_tail=tail)
-        return WorkerOutcome(CellResult.failed(self._describe_exit(proc, limit) + (f"; stderr: {tail}" if tail else "")), stderr_tail=tail)
+                return WorkerOutcome(CellResult.failed(f"{out} on {self.profile.name}: unreadable worker result ({exc})"))
+        tail = tail_text(proc.stderr or "")
+        return WorkerOutcome(CellResult.failed(self._describe_exit(proc, limit) + (f"; stderr: {tail}" if tail else "")))
 
     def _describe_exit(self, proc: Any, limit: int) -> str:
         where = f"on {self.profile.name}"
@@ -330,7 +322,7 @@ class SSHTransport(Transport):
         if self.conn is not None:
             self.conn.abort()
             self.conn = self.sftp = None
-        return WorkerOutcome(CellResult.failed(f"{LOST} to target {self.profile.name} during the cell ({reason}); `edgebench run --resume RUN_ID` reruns it"), lost=True)
+        return WorkerOutcome(CellResult.failed(f"{LOST} to target {self.profile.name} during the cell ({reason}); `edgebench run --resume {self.run_id}` reruns it"), lost=True)
 
 
 def make_transport(profile: TargetProfile, run_id: str, local_workdir: Path, pythonpath: list[str] | None = None) -> Transport:

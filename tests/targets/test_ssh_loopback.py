@@ -142,6 +142,7 @@ def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs
     assert len(failed) == 2, failed
     errors = " | ".join(failed.values())
     assert "connection lost to target ssh-loopback" in errors and "killed by SIGKILL" in errors
+    assert f"`edgebench run --resume {run_id}` reruns it" in errors  # the lost cell names the command with this run's id
     ok_ids = {k: c.id for k, c in cells.items() if c.status == "ok"}
     assert len(ok_ids) == 2
 
