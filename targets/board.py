@@ -89,7 +89,7 @@ class Board:
 
     async def _record_end_state(self) -> None:
         try:
-            if not self.profile.is_local and not getattr(self.transport, "connected", True):
+            if not self.transport.connected:
                 await self.transport.open()
             state = await self.transport.probe(state_only=True)
         except TargetUnreachable as exc:
@@ -114,7 +114,7 @@ class Board:
             return CellResult(status="skipped", error=reason)
         self._describe(job)
         try:
-            if not self.profile.is_local and not self.transport.connected:
+            if not self.transport.connected:
                 await self._reconnect()
             spec = await self._device_spec(job)
         except TargetUnreachable as exc:

@@ -92,6 +92,11 @@ class Transport:
     async def close(self) -> None:
         """Disconnect."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether ``open`` is needed before the next command (a local target is always there)."""
+        return True
+
     async def probe(self, state_only: bool = False) -> dict[str, Any]:
         """The device's fingerprint (with its state now), or only the state."""
         raise NotImplementedError
