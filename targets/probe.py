@@ -37,26 +37,15 @@ def cpu_model() -> str:
     return platform.processor() or NA
 
 
-def cpufreq() -> list[dict[str, Any]]:
-    """Governor and min/max/current frequency (MHz) per cpufreq policy (a cluster on big.LITTLE)."""
-    root = Path("/sys/devices/system/cpu/cpufreq")
-    policies = sorted(root.glob("policy*")) if root.exists() else []
-    out = []
-    for p in policies:
-        def khz(name: str) -> float | str:
-            v = _read(str(p / name))
-            return int(v) / 1000 if v and v.isdigit() else NA
-
-        out.append({
-            "policy": p.name,
-            "cpus": _read(str(p / "affected_cpus")) or NA,
-            "governor": _read(str(p / "scaling_governor")) or NA,
-            "min_mhz": khz("scaling_min_freq"),
-            "max_mhz": khz("scaling_max_freq"),
-            "cur_mhz": khz("scaling_cur_freq"),
-            "cpuinfo_max_mhz": khz("cpuinfo_max_freq"),  # the silicon's ceiling; max_mhz is the policy's
-        })
-    return out
+def cpufreq(root: Path | None = None) -> list[dict[str, Any]]:
+    """Governor and min/max/current frequency (MHz) per cpufreq policy (a cluster on big.LITTLE), with
+    the silicon's ceiling (``cpuinfo_max_mhz``; ``max_mhz`` is the policy's). Read by
+    sensors.cpufreq_policies; here every unreadable value is plain "not available", as the environment
+    comparison expects, and no policies is an empty list."""
+    policies = sensors.cpufreq_policies(root or sensors.ROOT)
+    if isinstance(policies, str):
+        return []
+    return [{k: NA if v == "" or sensors.is_na(v) else v for k, v in p.items()} for p in policies]
 
 
 def os_release() -> str:

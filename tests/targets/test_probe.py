@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from edgebench.targets import probe
+from edgebench.targets import probe, sensors
 
 KEYS = {"hostname", "board_model", "cpu_model", "machine", "logical_cpus", "physical_cores", "cpu_affinity", "cpufreq",
         "cpu_freq_mhz", "memory_total_mib", "os", "kernel", "python", "python_implementation", "numpy", "backends",
@@ -54,18 +53,12 @@ def test_cpu_model_and_os_from_files(monkeypatch):
     assert probe.os_release() == "Test OS 1.0"
 
 
-def test_cpufreq_missing_files_are_not_available(monkeypatch, tmp_path):
-    policy = tmp_path / "cpufreq" / "policy0"
+def test_cpufreq_missing_files_are_not_available(tmp_path):
+    policy = tmp_path / "sys/devices/system/cpu/cpufreq" / "policy0"
     policy.mkdir(parents=True)
     (policy / "scaling_governor").write_text("performance\n")
     (policy / "scaling_max_freq").write_text("2400000\n")
-    real_path = Path
-
-    def fake_path(p):
-        return real_path(str(p).replace("/sys/devices/system/cpu/cpufreq", str(tmp_path / "cpufreq")))
-
-    monkeypatch.setattr(probe, "Path", fake_path)
-    [info] = probe.cpufreq()
+    [info] = probe.cpufreq(tmp_path)
     assert info["policy"] == "policy0"
     assert info["governor"] == "performance"
     assert info["max_mhz"] == 2400.0
@@ -73,8 +66,7 @@ def test_cpufreq_missing_files_are_not_available(monkeypatch, tmp_path):
 
 
 def test_no_cpufreq_folder_gives_an_empty_list_and_fingerprint_says_not_available(monkeypatch, tmp_path):
-    real_path = Path
-    monkeypatch.setattr(probe, "Path", lambda p: real_path(str(p).replace("/sys/devices/system/cpu/cpufreq", str(tmp_path / "none"))))
+    monkeypatch.setattr(sensors, "ROOT", tmp_path / "none")
     assert probe.cpufreq() == []
     assert probe.fingerprint()["cpufreq"] == "not available"
 
