@@ -181,9 +181,9 @@ class Runner:
         from edgebench.models.prepare import Preparer
 
         t0 = time.perf_counter()
-        run_id, kept = self._open_run(loaded, resume)
-        summary = RunSummary(run_id, resumed_from=len(kept) if resume else None, targets={n: p.model_dump() for n, p in loaded.profiles.items()},
-                             confirm_of=confirm_of)
+        targets = {n: p.model_dump() for n, p in loaded.profiles.items()}
+        run_id, kept = self._open_run(loaded, resume, targets)
+        summary = RunSummary(run_id, resumed_from=len(kept) if resume else None, targets=targets, confirm_of=confirm_of)
         status = "failed"
         try:
             cells = [c for c in loaded.cells() if c.key not in kept and (only is None or c.key in only)]
@@ -205,7 +205,7 @@ class Runner:
         return summary
 
     # -- run bookkeeping -------------------------------------------------------------------
-    def _open_run(self, loaded: LoadedSuite, resume: str | None) -> tuple[str, set[str]]:
+    def _open_run(self, loaded: LoadedSuite, resume: str | None, targets: dict[str, Any]) -> tuple[str, set[str]]:
         """A new run id, or the resumed run's id and the keys of its cells that need no re-run."""
         from edgebench.targets.probe import git_commit
 
@@ -222,7 +222,7 @@ class Runner:
             id=run_id, suite_name=loaded.suite.name, suite_source=str(loaded.source), suite_yaml=loaded.text,
             status="running", created_at=now(), edgebench_version=__version__,
             git_commit=git_commit(Path(__file__).resolve().parent.parent),
-            summary={"targets": {n: p.model_dump() for n, p in loaded.profiles.items()}},
+            summary={"targets": targets},
         ))
         self.log(f"run {run_id}: suite {loaded.suite.name!r} from {loaded.source}")
         return run_id, set()
