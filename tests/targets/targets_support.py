@@ -1,9 +1,14 @@
-"""Helpers shared by the device-state tests: the real-output fixtures, a fake sysfs tree, fake tools."""
+"""Helpers shared by the device-state tests: the real-output fixtures, a fake sysfs tree, fake tools.
+
+Not a conftest.py: tests/reports imports its own ``conftest`` by name, and a second conftest module on
+sys.path would shadow it. Modules that need ``fake_path`` import it from here."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
+
+import pytest
 
 DATA = Path(__file__).parent / "data"
 
@@ -28,3 +33,12 @@ def tool(bin_dir: Path, name: str, script: str) -> Path:
     path.write_text("#!/bin/sh\n" + script)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return path
+
+
+@pytest.fixture
+def fake_path(tmp_path, monkeypatch):
+    """PATH holding only a tmp bin folder (plus /usr/bin for sh): no real vcgencmd/nvpmodel leaks in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return bin_dir

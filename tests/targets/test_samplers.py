@@ -13,7 +13,7 @@ import pytest
 
 from edgebench.targets import samplers, sensors
 from edgebench.targets.samplers import DeviceMonitor, DeviceReport, MonitorSettings, energy_per_inference_mj
-from targets_support import fixture_lines, tool, write
+from targets_support import fake_path, fixture_lines, tool, write  # noqa: F401  (fake_path: a fixture)
 
 FAST = dict(interval_s=0.03, slow_interval_s=0.03)
 

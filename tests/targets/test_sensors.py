@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.targets import probe, sensors
-from targets_support import fixture_lines, tool, write
+from targets_support import fake_path, fixture_lines, tool, write  # noqa: F401  (fake_path: a fixture)
 
 def zone(root: Path, n: int, kind: str, millideg: int) -> None:
     write(root / f"sys/class/thermal/thermal_zone{n}/type", kind)
