@@ -1,5 +1,5 @@
 """Backend adapters: one module per runtime, registered by name (see :mod:`edgebench.backends.base`)."""
 
-from edgebench.backends.base import Artifact, Availability, Backend, Session, get, names, register
+from edgebench.backends.base import BACKENDS, Artifact, Availability, Backend, DeviceBuild, Session, get, names, register
 
-__all__ = ["Artifact", "Availability", "Backend", "Session", "get", "names", "register"]
+__all__ = ["BACKENDS", "Artifact", "Availability", "Backend", "DeviceBuild", "Session", "get", "names", "register"]

@@ -1,21 +1,24 @@
 """The backend protocol and the registry.
 
 A backend is one module in this package that defines a subclass of :class:`Backend` and decorates
-it with :func:`register`. Host-side work (turning a PyTorch model into the backend's artifact) and
-device-side work (loading that artifact and running batches) live in the same module, but the
-device side must only import the backend's own runtime: the heavy host imports (torch, onnx)
-happen inside :meth:`Backend.export`.
+it with :func:`register`. Host-side work (turning a PyTorch model into the backend's portable
+artifact), device-side work (an optional device build, loading, running batches) and the backend's
+own post-processing live in the same module (or a ``_helper`` module beside it), but the device side
+must only import the backend's own runtime: the heavy host imports (torch, onnx) happen inside
+:meth:`Backend.export`.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.registry import Registry
 
 
 @dataclass
@@ -72,41 +75,108 @@ class Session:
         """Run an input made by :meth:`prepare_input`; the output need not be converted back."""
         return self.run(prepared)
 
-    def describe(self) -> dict[str, Any]:
-        """What really ran: providers, threads, options, kernels - whatever the runtime reveals."""
-        return {}
+    def evidence(self) -> Evidence:
+        """What really ran (contracts/evidence.py): providers, threads, delegation, kernels, layers."""
+        raise NotImplementedError
+
+
+#: portable artifact kinds: what the host writes and a backend is made from, with their file suffixes
+PORTABLE = {"onnx": (".onnx",), "tflite": (".tflite",), "torch": (".pt", ".ts")}
+
+
+@dataclass
+class DeviceBuild:
+    """What a backend's device build step produced from a portable artifact, on the target."""
+
+    path: Path
+    files: list[Path] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend:
-    """One runtime. Subclasses set ``name``, ``artifact_suffix`` and ``precisions``."""
+    """One runtime. Subclasses set ``name``, ``consumes`` and ``precisions``.
+
+    The stages of a cell's artifact (docs/architecture.md):
+
+    1. *portable artifact*, written on the host by :meth:`export` from the PyTorch model (or given by
+       the user as a file of the kind in :attr:`consumes`, taken in by :meth:`import_artifact`);
+    2. optional *device build*, run on the target by the worker (:meth:`device_build`), cached there
+       under a key made of the input's hash and :meth:`build_key`;
+    3. *load* on the target (:meth:`load`) and time the session.
+
+    :meth:`availability` is asked on the machine that runs the cell (the target's probe); the host
+    asks only :meth:`export_availability`.
+    """
 
     name: ClassVar[str]
+    #: the portable artifact kind this backend loads or builds from: a key of :data:`PORTABLE`
+    consumes: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: bump when export() would write a different artifact for the same inputs (part of the cache key)
     export_version: ClassVar[int] = 1
     install_hint: ClassVar[str] = ""
-
-    def availability(self) -> Availability:
-        """Import the runtime (cheaply) and say whether it is usable here."""
-        raise NotImplementedError
-
     #: backend-specific options a suite may set (``backends: [{name: litert, options: {...}}]``),
-    #: each with a one-line description; options that change the artifact go to :meth:`export` too.
+    #: each with a one-line description; options that change the artifact go to :meth:`export` too,
+    #: options that change the device build are listed in :attr:`build_options`.
     options: ClassVar[dict[str, str]] = {}
     export_options: ClassVar[tuple[str, ...]] = ()
+    build_options: ClassVar[tuple[str, ...]] = ()
+
+    # -- where the cell runs ------------------------------------------------------------------
+    def availability(self) -> Availability:
+        """Import the runtime (cheaply) and say whether it is usable on this machine."""
+        raise NotImplementedError
+
+    def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:
+        """Device side: load an artifact (portable, or device-built). ``options`` holds e.g. ``threads``."""
+        raise NotImplementedError
+
+    def wants_device_build(self, precision: str, options: dict[str, Any]) -> bool:
+        """Whether this cell's artifact is built on the target before it is loaded (default: never)."""
+        return False
+
+    def build_key(self, precision: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Besides the input artifact's hash, what determines a device build: flags, the runtime's
+        version, the device's name. Asked on the target; must be cheap."""
+        return {}
+
+    def device_build(self, artifact: Path, precision: str, options: dict[str, Any], out_dir: Path) -> DeviceBuild:
+        """Device side: build the runnable artifact from the portable one into ``out_dir``."""
+        raise NotImplementedError(f"{self.name} has no device build step")
+
+    # -- the host -----------------------------------------------------------------------------
+    def export_availability(self) -> Availability:
+        """Whether this host can write the portable artifact (the exporter, not the runtime)."""
+        return Availability(True)
+
+    def export_versions(self) -> dict[str, str | None]:
+        """Versions of the host libraries that determine the exported artifact (part of its cache key)."""
+        return {}
 
     def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path,
                calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
-        """Host side: write this backend's artifact for a PyTorch ``model`` into ``out_dir``.
+        """Host side: write this backend's portable artifact for a PyTorch ``model`` into ``out_dir``.
 
         ``calibration`` is given for precisions that need it (int8); ``options`` holds the suite's
         values of :attr:`export_options`.
         """
         raise NotImplementedError
 
-    def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:
-        """Device side: load an artifact. ``options`` holds e.g. ``threads``."""
-        raise NotImplementedError
+    def import_artifact(self, src: Path, precision: str, out_dir: Path, example: np.ndarray,
+                        calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
+        """Host side: take a user's file of kind :attr:`consumes` into the pipeline at ``precision``.
+
+        The default copies the file (and its side files) for ``fp32``; backends that can quantise a
+        given file (onnxruntime's static int8) override it. NotImplementedError: not at this precision.
+        """
+        if precision != "fp32":
+            raise NotImplementedError(f"{self.name} runs a given {self.consumes} file as it is, at fp32 only")
+        return copy_artifact(src, out_dir)
+
+    def check_artifact(self, artifact: Artifact, expect: dict[str, Any]) -> dict[str, Any]:
+        """Host side: verify in the written artifact what the recipe promised (``expect``, e.g.
+        ``{"pattern": "2:4"}``); returns facts to store. Default: nothing to check."""
+        return {}
 
     def unsupported(self, precision: str) -> str | None:
         """A reason why this backend cannot run ``precision``, or None."""
@@ -115,42 +185,45 @@ class Backend:
         return None
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
-_DISCOVERED = False
+BACKENDS: Registry[type[Backend]] = Registry("backend", discover="edgebench.backends")
 
 
 def register(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make a backend known by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    # Importing every module of the package registers every backend; adding a backend is adding a
-    # module. Backend modules import their runtime lazily, so this stays cheap.
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    package = importlib.import_module("edgebench.backends")
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"edgebench.backends.{info.name}")
-    _DISCOVERED = True
+    """Class decorator: make a backend known by its ``name`` (``BACKENDS.register``)."""
+    if getattr(cls, "consumes", None) not in PORTABLE:
+        raise TypeError(f"backend {cls.__name__}.consumes must be one of {', '.join(PORTABLE)}")
+    return BACKENDS.register(cls)
 
 
 def names() -> list[str]:
     """Every registered backend's name, sorted."""
-    _discover()
-    return sorted(_REGISTRY)
+    return BACKENDS.names()
 
 
 def get(name: str) -> Backend:
     """An instance of the backend called ``name``; KeyError names the known ones."""
-    _discover()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise KeyError(f"unknown backend {name!r}; known backends: {', '.join(sorted(_REGISTRY))}") from None
+    return BACKENDS.get(name)()
+
+
+def consumers(kind: str) -> list[str]:
+    """The backends made from a portable artifact of ``kind`` (e.g. every backend that runs ONNX)."""
+    return [n for n, cls in BACKENDS.items() if cls.consumes == kind]
+
+
+def kind_of(path: Path) -> str | None:
+    """The portable kind of a user's file, from its suffix."""
+    return next((k for k, suffixes in PORTABLE.items() if path.suffix.lower() in suffixes), None)
+
+
+def copy_artifact(src: Path, out_dir: Path) -> Artifact:
+    """Copy a given artifact and its side files (``model.onnx.data``) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [src] + sorted(p for p in src.parent.glob(src.name + ".*") if p.is_file() and p.name == src.name + ".data")
+    copied = []
+    for f in files:
+        shutil.copy2(f, out_dir / f.name)
+        copied.append(out_dir / f.name)
+    return Artifact(path=copied[0], files=copied)
 
 
 def version_of(distribution: str) -> str | None:

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from edgebench.backends.base import Artifact, Availability, Backend, Calibration, Session, register, version_of
+from edgebench.backends import _litert_sparsity as tflite_sparsity
+from edgebench.backends.base import Artifact, Availability, Backend, Calibration, Session, copy_artifact, register, version_of
+from edgebench.bench.contracts.evidence import Delegation, Evidence
 
 CONVERT_HINT = "pip install 'edgebench[litert-convert]' on the host (litert-torch); boards need only 'edgebench[litert]'"
 ARM = ("aarch64", "arm64", "armv7l", "armv8l")
@@ -46,14 +48,17 @@ def _interpreter_module() -> tuple[Any, str]:
 
 
 class LiteRTSession(Session):
-    def __init__(self, interp: Any, info: dict[str, Any]) -> None:
+    def __init__(self, interp: Any, info: Evidence) -> None:
         self._interp = interp
         self._in = interp.get_input_details()[0]
         self._out = interp.get_output_details()[0]
         self._info = info
 
     def prepare_input(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))  # the artifact takes NHWC
+        # edgebench's own artifacts take NHWC; a user's file converted without to_channel_last_io keeps NCHW
+        nchw = list(self._in["shape"][1:]) == list(batch.shape[1:]) and batch.shape[1] != batch.shape[-1]
+        self._info.input_layout = "NCHW" if nchw else "NHWC"
+        x = batch if nchw else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         return _quantize(x, self._in) if self._in["dtype"] in (np.int8, np.uint8) else x.astype(self._in["dtype"])
 
     def run_prepared(self, prepared: np.ndarray) -> np.ndarray:
@@ -65,8 +70,8 @@ class LiteRTSession(Session):
         out = self.run_prepared(self.prepare_input(batch))
         return _dequantize(out, self._out) if self._out["dtype"] in (np.int8, np.uint8) else out.astype(np.float32)
 
-    def describe(self) -> dict[str, Any]:
-        return dict(self._info)
+    def evidence(self) -> Evidence:
+        return self._info
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -114,6 +119,7 @@ def delegation(ops: list[dict[str, Any]]) -> dict[str, Any]:
 @register
 class LiteRTBackend(Backend):
     name = "litert"
+    consumes = "tflite"
     precisions = ("fp32", "fp16", "int8")
     export_version = 3  # 3: residual adds annotated for PT2E (no float islands in int8 ResNets)
     install_hint = "pip install 'edgebench[litert]'"
@@ -129,6 +135,29 @@ class LiteRTBackend(Backend):
         except ImportError:
             return Availability(False, "not installed (pip install 'edgebench[litert]' to get ai-edge-litert)")
         return Availability(True, version=f"{version_of(dist) or '?'} ({dist})")
+
+    def export_availability(self) -> Availability:
+        import importlib.util
+
+        if importlib.util.find_spec("litert_torch") is None:  # found without importing it (jax, transformers...)
+            return Availability(False, f"the converter is not installed: {CONVERT_HINT}")
+        return Availability(True)
+
+    def export_versions(self) -> dict[str, str | None]:
+        return {"litert-torch": version_of("litert-torch"), "ai-edge-quantizer": version_of("ai-edge-quantizer"), "torch": version_of("torch")}
+
+    def import_artifact(self, src: Path, precision: str, out_dir: Path, example: np.ndarray,
+                        calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
+        """A user's .tflite runs as it is, at the precision it was converted to (read from its tensors)."""
+        given = tflite_precision(src)
+        if given is not None and given != precision:
+            raise NotImplementedError(f"{src.name} is a {given} model; LiteRT runs a given .tflite as it is: measure it at precision {given}")
+        art = copy_artifact(src, out_dir)
+        art.facts.update({"given": src.name, "input_layout": tflite_layout(src, example)})
+        custom = custom_ops(src)
+        if custom:
+            art.facts["custom_ops"] = custom
+        return art
 
     def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path,
                calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
@@ -165,7 +194,14 @@ class LiteRTBackend(Backend):
         kwargs: dict[str, Any] = {"model_path": str(artifact), "num_threads": threads}
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interp = module.Interpreter(**kwargs)
+        try:
+            interp = module.Interpreter(**kwargs)
+        except (RuntimeError, ValueError) as exc:
+            custom = custom_ops(artifact)
+            if custom and "custom op" in str(exc).lower():
+                raise RuntimeError(f"{artifact.name} uses custom op(s) {', '.join(custom)} that this LiteRT runtime does not resolve; "
+                                   "re-convert the model without them, or run it where they are registered") from None
+            raise
         detail = interp.get_input_details()[0]
         batch = int(options.get("batch") or detail["shape"][0])
         if batch != detail["shape"][0]:
@@ -174,25 +210,62 @@ class LiteRTBackend(Backend):
         interp.allocate_tensors()
         ops = interp._get_ops_details()
         deleg = delegation(ops)
-        info: dict[str, Any] = {
-            "runtime": "litert",
-            "interpreter": f"{dist} {version_of(dist) or '?'}",
-            "delegate": "XNNPACK" if deleg["partitions"] else "none (built-in kernels)",
-            "threads": threads,
-            **deleg,
-            "input": {"layout": "NHWC", "dtype": np.dtype(detail["dtype"]).name, "shape": [batch, *map(int, detail["shape"][1:])],
-                      "quantization": list(detail["quantization"])},
-        }
-        if not use_xnnpack:
-            info["undelegated_ops"] = []  # asked for: built-in kernels are the point, not a warning
         densify = sum(op["op_name"] == "DENSIFY" for op in ops)
-        info["sparse_weights"] = densify
-        info["sparse_kernels"] = False
+        info = Evidence(
+            runtime="litert", version=f"{version_of(dist) or '?'} ({dist})", device="cpu", threads=threads,
+            input_shape=[batch, *map(int, detail["shape"][1:])], input_layout="NHWC", input_dtype=np.dtype(detail["dtype"]).name,
+            sparse_kernels=False, sparse_weights=densify,
+            delegation=Delegation(
+                delegate="XNNPACK" if deleg["partitions"] else "none (built-in kernels)", total_ops=deleg["total_ops"],
+                delegated_ops=deleg["delegated_ops"], partitions=deleg["partitions"], undelegated=deleg["undelegated_ops"],
+                expected=not use_xnnpack,  # asked for: built-in kernels are the point, not a warning
+            ),
+            details={"interpreter": f"{dist} {version_of(dist) or '?'}", "input_quantization": list(detail["quantization"])},
+        )
         if densify:
             on_arm = platform.machine().lower() in ARM
-            info["sparse_path"] = ("possible on this ARM CPU: XNNPACK decides when the delegate is built (not observable from Python)"
-                                   if on_arm else f"sparse path not exercised on this CPU ({platform.machine()}: XNNPACK's sparse kernels run on ARM only)")
+            info.sparse_path = ("possible on this ARM CPU: XNNPACK decides when the delegate is built (not observable from Python)"
+                                if on_arm else f"sparse path not exercised on this CPU ({platform.machine()}: XNNPACK's sparse kernels run on ARM only)")
         return LiteRTSession(interp, info)
+
+
+def custom_ops(path: Path) -> list[str]:
+    """Names of the custom operators a .tflite uses (from its operator codes; [] when unreadable here)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # tflite-runtime has no schema module: the interpreter's error still says it
+        return []
+    try:
+        model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+    except Exception:  # not a flatbuffer: the interpreter's load error says so
+        return []
+    custom = schema.BuiltinOperator.CUSTOM
+    names = [c.customCode.decode() if isinstance(c.customCode, bytes) else str(c.customCode)
+             for c in model.operatorCodes or [] if max(c.builtinCode, c.deprecatedBuiltinCode) == custom]
+    return sorted(set(names))
+
+
+def tflite_precision(path: Path) -> str | None:
+    """``int8`` when a .tflite takes int8/uint8 input, ``fp32`` when float; None when it cannot be read here."""
+    try:
+        module, _ = _interpreter_module()
+        interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except Exception:  # unreadable or custom ops: the cell's load says why, with the op's name
+        return None
+    dtype = np.dtype(interp.get_input_details()[0]["dtype"])
+    return "int8" if dtype in (np.int8, np.uint8) else "fp32"
+
+
+def tflite_layout(path: Path, example: np.ndarray) -> str:
+    """``NHWC`` or ``NCHW``: which of the two the file's input shape matches for the dataset's images."""
+    try:
+        module, _ = _interpreter_module()
+        shape = list(module.Interpreter(model_path=str(path), experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                     .get_input_details()[0]["shape"][1:])
+    except Exception:
+        return "NHWC"
+    c, h, w = example.shape[1:]
+    return "NCHW" if shape == [c, h, w] and shape != [h, w, c] else "NHWC"
 
 
 def _nhwc(module: Any) -> Any:
@@ -289,8 +362,6 @@ def _cast_weights_fp16(path: Path) -> dict[str, Any]:
 
 def _store_sparse(path: Path, precision: str) -> dict[str, Any]:
     """Check XNNPACK's sparse-inference rules and store qualifying 1x1 conv weights sparse."""
-    from edgebench.models import tflite_sparsity
-
     rules = tflite_sparsity.check_sparse_rules(path).to_dict()
     if precision != "fp32":
         return {"applied": False, "reason": f"XNNPACK's sparse inference is fp32 only; {precision} weights are stored dense", "rules": rules}

@@ -6,14 +6,15 @@ names the architecture factory and its arguments, so nothing is unpickled from a
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgebench.backends.base import Artifact, Availability, Backend, Session, missing, register
+from edgebench.backends.base import Artifact, Availability, Backend, Session, missing, register, version_of
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.models.arch import build_module
 
 
 class TorchSession(Session):
@@ -26,72 +27,23 @@ class TorchSession(Session):
         with self._torch.inference_mode():
             return self._module(self._torch.from_numpy(batch)).numpy()
 
-    def describe(self) -> dict[str, Any]:
+    def evidence(self) -> Evidence:
         torch = self._torch
-        return {
-            "runtime": "torch eager",
-            "torch_version": torch.__version__,
-            "device": "cpu",
-            "sparse_kernels": False,  # eager conv/linear run dense whatever the zeros
-            "intra_op_threads": torch.get_num_threads(),
-            "mkldnn_enabled": bool(torch.backends.mkldnn.is_available()),
-            "parallel_info": torch.__config__.parallel_info().splitlines()[:6],
-        }
-
-
-def build_module(arch: dict[str, Any]) -> Any:
-    """Instantiate ``arch = {"factory": "pkg.module:callable", "kwargs": {...}, "resized": {...}}``.
-
-    ``resized`` (written by :func:`resized_layers` for channel-pruned models) gives the new widths
-    of the layers that pruning changed; they are rebuilt with those widths before weights load.
-    """
-    module_name, _, attr = arch["factory"].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    module = factory(**arch.get("kwargs", {}))
-    for name, dims in arch.get("resized", {}).items():
-        _replace(module, name, _rebuilt(module.get_submodule(name), dims))
-    return module
-
-
-_WIDTHS = {"Conv2d": ("in_channels", "out_channels", "groups"), "Linear": ("in_features", "out_features"), "BatchNorm2d": ("num_features",)}
-
-
-def resized_layers(module: Any, reference: Any) -> dict[str, dict[str, int]]:
-    """The layers of ``module`` whose widths differ from the freshly built ``reference``."""
-    ref = dict(reference.named_modules())
-    out = {}
-    for name, layer in module.named_modules():
-        keys = _WIDTHS.get(type(layer).__name__)
-        if keys and name in ref:
-            dims = {k: int(getattr(layer, k)) for k in keys}
-            if any(getattr(ref[name], k) != v for k, v in dims.items()):
-                out[name] = dims
-    return out
-
-
-def _rebuilt(layer: Any, dims: dict[str, int]) -> Any:
-    from torch import nn
-
-    kind = type(layer).__name__
-    if kind == "Conv2d":
-        return nn.Conv2d(dims["in_channels"], dims["out_channels"], layer.kernel_size, layer.stride, layer.padding,
-                         layer.dilation, dims["groups"], layer.bias is not None, layer.padding_mode)
-    if kind == "Linear":
-        return nn.Linear(dims["in_features"], dims["out_features"], layer.bias is not None)
-    if kind == "BatchNorm2d":
-        return nn.BatchNorm2d(dims["num_features"], layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
-    raise ValueError(f"cannot resize a {kind} layer")
-
-
-def _replace(root: Any, name: str, new: Any) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+        return Evidence(
+            runtime="torch eager", version=torch.__version__, device="cpu", threads=torch.get_num_threads(),
+            input_layout="NCHW", input_dtype="float32",
+            sparse_kernels=False,  # eager conv/linear run dense whatever the zeros
+            details={"mkldnn_enabled": bool(torch.backends.mkldnn.is_available()),
+                     "parallel_info": torch.__config__.parallel_info().splitlines()[:6]},
+        )
 
 
 @register
 class TorchBackend(Backend):
     name = "torch"
+    consumes = "torch"
     precisions = ("fp32",)
+    install_hint = "pip install 'edgebench[prune]'"
 
     def availability(self) -> Availability:
         try:
@@ -99,6 +51,12 @@ class TorchBackend(Backend):
         except ImportError:
             return missing("torch", "prune")
         return Availability(True, version=torch.__version__)
+
+    def export_availability(self) -> Availability:
+        return self.availability()
+
+    def export_versions(self) -> dict[str, str | None]:
+        return {"torch": version_of("torch")}
 
     def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path, calibration: Any = None, options: Any = None) -> Artifact:
         import torch

@@ -1,8 +1,5 @@
-"""edgebench harness: suite configs, the cell matrix, the worker, statistics, the store and the CLI."""
+"""edgebench harness: suite configs, the cell matrix, the prepare pipeline, the worker, the store and the CLI."""
 
-from importlib import metadata as _metadata
+from edgebench.bench.contracts.version import __version__
 
-try:
-    __version__ = _metadata.version("edgebench")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

@@ -1,4 +1,5 @@
-"""The ``edgebench`` command line."""
+"""The ``edgebench`` command line: ``run``, ``runs``, ``show``, ``report``, ``worker`` and ``list``; the
+report, regression and target commands are registered from cli_reports, cli_regress and cli_targets."""
 
 from __future__ import annotations
 
@@ -7,32 +8,27 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.bench.errors import EdgebenchError
+from edgebench.bench import cli_list, cli_regress, cli_reports, cli_targets
+from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, open_store
+from edgebench.bench.cli_common import paths as _paths
+from edgebench.bench.config import load_suite
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.resume import load_for_resume
+from edgebench.bench.runner import Runner
+from edgebench.bench.worker import main as worker_main
+from edgebench.reports import render, tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Which pruning recipe, on which runtime, is best on this device?")
-list_app = typer.Typer(no_args_is_help=True, help="List backends, models or recipes.")
-app.add_typer(list_app, name="list")
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-HomeOpt = typer.Option(None, "--home", envvar="EDGEBENCH_HOME", help="Folder for the store, the build cache and reports [default: ./edgebench-results].")
-StoreOpt = typer.Option(None, "--store", envvar="EDGEBENCH_STORE", help="Store path or SQLAlchemy URL [default: HOME/edgebench.sqlite].")
-
-
-def _paths(home: Optional[Path], store: Optional[str]):
-    from edgebench.bench.runner import Paths
-
-    return Paths(home=(home or Path("edgebench-results")).resolve(), store=store)
 
 
 @app.command()
 def run(
     suite: Optional[Path] = typer.Argument(None, help="Suite YAML [default: the built-in default suite]."),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Run on this target instead of the suite's (repeatable; `edgebench target list`)."),
-    targets_file: Optional[Path] = typer.Option(None, "--targets", envvar="EDGEBENCH_TARGETS", help="YAML file of your target profiles [default: ~/.config/edgebench/targets.yaml]."),
+    targets_file: Optional[Path] = TargetsFileOpt,
     resume: Optional[str] = typer.Option(None, "--resume", help="Finish a stored run: re-run only its cells that did not finish ok or skipped."),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -42,16 +38,8 @@ def run(
     Exit code 0 when every cell ran or was skipped (backend not installed), 1 when a cell failed,
     2 for a configuration error.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from edgebench.bench.config import load_suite
-    from edgebench.bench.runner import Runner
-    from edgebench.reports import render
-
     paths = _paths(home, store)
     if resume is not None:
-        from edgebench.bench.resume import load_for_resume
-
         if suite is not None or target:
             raise typer.BadParameter("--resume takes the suite and targets the run was started with; give neither", param_hint="--resume")
         loaded = load_for_resume(paths, resume, targets_file)
@@ -82,45 +70,10 @@ def run(
         raise typer.Exit(1)
 
 
-@list_app.command("backends")
-def list_backends() -> None:
-    """Each backend: available here or not, and why."""
-    from edgebench.backends import base
-
-    for name in base.names():
-        b = base.get(name)
-        a = b.availability()
-        state = f"available ({a.version})" if a.available else f"not available: {a.reason}"
-        console.print(f"{name}: {state}; precisions: {', '.join(b.precisions)}", markup=False)
-        for option, text in b.options.items():
-            console.print(f"    option {option}: {text}", markup=False)
-
-
-@list_app.command("models")
-def list_models() -> None:
-    """Built-in models."""
-    from edgebench.models import zoo
-
-    for name, e in sorted(zoo.ZOO.items()):
-        console.print(f"{name}: {e.factory} on {e.dataset} @{e.input_size}x{e.input_size}", markup=False)
-
-
-@list_app.command("recipes")
-def list_recipes() -> None:
-    """Built-in recipes."""
-    from edgebench.models import recipes
-
-    for name in recipes.builtin_names():
-        r = recipes.load(name)
-        console.print(f"{name}: {r.description}", markup=False)
-
-
 @app.command()
 def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """Stored runs, newest first."""
-    from edgebench.bench.store import Store
-
-    for r in Store(_paths(home, store).store_location).runs():
+    for r in open_store(home, store).runs():
         s = r.summary or {}
         of = f" (re-measures run {s['confirm_of']})" if s.get("confirm_of") else ""
         console.print(f"{r.id}  {r.status:12} {r.suite_name}: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped{of}", markup=False)
@@ -129,10 +82,7 @@ def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> Non
 @app.command()
 def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, or 'latest'."), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """A run's table in the terminal, one table per target."""
-    from edgebench.bench.store import Store
-    from edgebench.reports import render, tables
-
-    report = tables.load(Store(_paths(home, store).store_location), run_id)
+    report = tables.load(open_store(home, store), run_id)
     console.print(f"run {report.run.id} ({report.run.suite_name}, {report.run.status})", markup=False)
     for target, rows in tables.by_target(report.rows).items():
         t = Table(title=f"target {target}", show_lines=False)
@@ -151,11 +101,8 @@ def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, o
 @app.command()
 def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """(Re)write a stored run's report files."""
-    from edgebench.bench.store import Store
-    from edgebench.reports import render
-
     paths = _paths(home, store)
-    out = render.write(Store(paths.store_location), run_id, paths.reports)
+    out = render.write(open_store(home, store), run_id, paths.reports)
     console.print(f"report: {out / 'report.md'}", markup=False)
     console.print(f"html:   {out / 'report.html'}", markup=False)
 
@@ -163,14 +110,13 @@ def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOp
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """The device-side cell worker (same as python -m edgebench.bench.worker)."""
-    from edgebench.bench.worker import main as worker_main
-
     raise typer.Exit(worker_main(list(ctx.args)))
 
 
-from edgebench.bench import cli_reports; cli_reports.register(app)  # noqa: E402,E702  (report commands: edgebench recommend)
-from edgebench.bench import cli_regress; cli_regress.register(app)  # noqa: E402,E702  (compare, check, baseline, history, export)
-from edgebench.bench import cli_targets; cli_targets.register(app)  # noqa: E402,E702  (target list/show/probe/setup)
+cli_list.register(app)  # edgebench list backends/models/recipes/methods/datasets/samplers/transports/suites/targets
+cli_reports.register(app)  # edgebench recommend
+cli_regress.register(app)  # compare, check, baseline, history, export
+cli_targets.register(app)  # target list/show/probe/setup
 
 
 def main() -> None:

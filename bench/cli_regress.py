@@ -8,11 +8,24 @@ name. Errors are one line and exit 2 (``cli.main`` turns an ``EdgebenchError`` i
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.table import Table
+
+from edgebench.bench.cli_common import HomeOpt, StoreOpt, console, open_store
+from edgebench.bench.cli_common import paths as _paths
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.identity import CellId
+from edgebench.bench.resume import load_for_resume
+from edgebench.bench.runner import Runner
+from edgebench.reports import history as histmod
+from edgebench.reports import pytest_benchmark, verdict
+from edgebench.reports.compare import Thresholds
 
 MinEffectOpt = typer.Option(0.05, "--min-effect", min=0.0, help="Smallest relative latency change that counts (0.05 = 5%).")
 AlphaOpt = typer.Option(0.01, "--alpha", min=0.0, max=1.0, help="Significance level of the Mann-Whitney U test on block medians.")
@@ -37,19 +50,14 @@ class Metric(str, Enum):
     p90 = "p90"
 
 
-def _thresholds(min_effect: float, alpha: float, noise_z: float, prior_noise: float, accuracy: float, memory: float, size: float, contended: bool):
-    from edgebench.reports.compare import Thresholds
-
+def _thresholds(min_effect: float, alpha: float, noise_z: float, prior_noise: float, accuracy: float, memory: float, size: float,
+                contended: bool) -> Thresholds:
     return Thresholds(min_effect=min_effect, alpha=alpha, noise_z=noise_z, prior_noise=prior_noise, accuracy_tolerance_pts=accuracy,
                       memory_threshold=memory, size_threshold=size, include_disturbed=contended)
 
 
-def _table(comp) -> None:
-    from rich.table import Table
-
-    from edgebench.bench.cli import console
-    from edgebench.reports import verdict as v
-
+def _table(comp: Any) -> None:
+    """The comparison as a terminal table, then its counts and notes."""
     style = {"regressed": "bold red", "improved": "green", "inconclusive": "yellow", "unchanged": ""}
     t = Table(title=f"{comp.head.label} ({comp.head.id}) vs {comp.base.label} ({comp.base.id})")
     for h in ("cell", "verdict", "latency", "change", "CI (ratio)", "p", "accuracy", "memory", "size", "why"):
@@ -58,11 +66,11 @@ def _table(comp) -> None:
         lat = c.metric("latency")
         others = [c.metric(n) for n in ("accuracy", "memory", "size")]
         t.add_row(c.cell_key, f"[{style.get(c.verdict, '')}]{c.verdict}[/]" if style.get(c.verdict) else c.verdict,
-                  f"{v.value_text(lat, lat.base)} -> {v.value_text(lat, lat.head)}" if lat and lat.base else "-",
-                  v.change_text(lat) if lat else "-",
+                  f"{verdict.value_text(lat, lat.base)} -> {verdict.value_text(lat, lat.head)}" if lat and lat.base else "-",
+                  verdict.change_text(lat) if lat else "-",
                   f"{lat.ci_low:.3f}-{lat.ci_high:.3f}" if lat and lat.ci_low is not None else "-",
-                  v.p_text(lat.p_value) if lat else "-",
-                  *[(f"{o.verdict} {v.change_text(o)}" if o else "-") for o in others],
+                  verdict.p_text(lat.p_value) if lat else "-",
+                  *[(f"{o.verdict} {verdict.change_text(o)}" if o else "-") for o in others],
                   (lat.reason if lat else "") + ("; " if lat and c.notes else "") + "; ".join(c.notes))
     console.print(t)
     counts = comp.counts()
@@ -73,13 +81,15 @@ def _table(comp) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from edgebench.bench.cli import HomeOpt, StoreOpt, _paths, console
+    """Add compare, check, baseline, history and export to ``app``."""
+    _register_compare(app)
+    _register_check(app)
+    _register_baseline(app)
+    _register_history(app)
+    _register_export(app)
 
-    def open_store(home: Optional[Path], store: Optional[str]):
-        from edgebench.bench.store import Store
 
-        return Store(_paths(home, store).store_location)
-
+def _register_compare(app: typer.Typer) -> None:
     @app.command()
     def compare(
         base: str = typer.Argument(..., metavar="BASE", help="Run id, unique prefix, latest, latest~N, or a baseline name."),
@@ -93,14 +103,14 @@ def register(app: typer.Typer) -> None:
         """Compare HEAD with BASE cell by cell (matched on model, recipe, backend, precision, batch, target): each metric
         improved, regressed, unchanged or inconclusive. Exit code 0 (also with regressions; `check` is the CI gate), 2 for an
         error or an environment mismatch."""
-        from edgebench.reports import verdict
-
         th = _thresholds(min_effect, alpha, noise_z, prior_noise, accuracy_tolerance, memory_threshold, size_threshold, include_contended)
         comp = verdict.run(open_store(home, store), base, head, th, allow_env_mismatch=allow_env_mismatch, use_history=not no_history)
         _table(comp)
         for path in verdict.write(comp, markdown, json_out):
             console.print(f"wrote {path}", markup=False)
 
+
+def _register_check(app: typer.Typer) -> None:
     @app.command()
     def check(
         head: str = typer.Argument("latest", metavar="HEAD", help="The run to check [default: latest]."),
@@ -119,9 +129,6 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when no cell regressed, 1 when one did (a latency, accuracy, memory or size regression, or a cell that now
         fails), 2 for an error (unknown run or baseline, environment mismatch, nothing in common).
         """
-        from edgebench.bench.errors import EdgebenchError
-        from edgebench.reports import verdict
-
         paths = _paths(home, store)
         th = _thresholds(min_effect, alpha, noise_z, prior_noise, accuracy_tolerance, memory_threshold, size_threshold, include_contended)
         try:
@@ -139,27 +146,25 @@ def register(app: typer.Typer) -> None:
         _table(comp)
         for path in verdict.write(comp, markdown or out_dir / "verdict.md", json_out or out_dir / "verdict.json", exit_code=code):
             console.print(f"wrote {path}", markup=False)
-        from edgebench.reports.verdict import headline
-
         for c in comp.regressions():
-            console.print(f"regressed: {headline(c)}", markup=False)
+            console.print(f"regressed: {verdict.headline(c)}", markup=False)
         if code:
             raise typer.Exit(code)
 
-    def _remeasure(paths: Any, flagged: dict[str, set[str]], times: int) -> dict[str, list[str]]:
-        """Run each head run's flagged cells ``times`` more times (runs stored with status confirmation)."""
-        from edgebench.bench.resume import load_for_resume
-        from edgebench.bench.runner import Runner
 
-        out: dict[str, list[str]] = {}
-        for head_run, keys in flagged.items():
-            loaded = load_for_resume(paths, head_run)
-            for i in range(times):
-                console.print(f"confirming {len(keys)} flagged cell(s) of run {head_run}: re-measurement {i + 1} of {times}", markup=False)
-                summary = Runner(paths, log=lambda m: None).run(loaded, only=keys, confirm_of=head_run)
-                out.setdefault(head_run, []).append(summary.run_id)
-        return out
+def _remeasure(paths: Any, flagged: dict[str, set[str]], times: int) -> dict[str, list[str]]:
+    """Run each head run's flagged cells ``times`` more times (runs stored with status confirmation)."""
+    out: dict[str, list[str]] = {}
+    for head_run, keys in flagged.items():
+        loaded = load_for_resume(paths, head_run)
+        for i in range(times):
+            console.print(f"confirming {len(keys)} flagged cell(s) of run {head_run}: re-measurement {i + 1} of {times}", markup=False)
+            summary = Runner(paths, log=lambda m: None).run(loaded, only=keys, confirm_of=head_run)
+            out.setdefault(head_run, []).append(summary.run_id)
+    return out
 
+
+def _register_baseline(app: typer.Typer) -> None:
     baseline_app = typer.Typer(no_args_is_help=True, help="Named baselines: set, list, delete.")
     app.add_typer(baseline_app, name="baseline")
 
@@ -172,8 +177,6 @@ def register(app: typer.Typer) -> None:
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
     ) -> None:
         """Point baseline NAME at RUN, per target, keeping each target's environment fingerprint."""
-        from edgebench.bench.errors import EdgebenchError
-
         s = open_store(home, store)
         rid = s.resolve(run_id)
         envs = s.environments(rid)
@@ -195,12 +198,12 @@ def register(app: typer.Typer) -> None:
     def baseline_delete(name: str = typer.Argument(...), target: Optional[str] = typer.Option(None, "--target", "-t"),
                         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
         """Delete a baseline (one target of it with --target)."""
-        from edgebench.bench.errors import EdgebenchError
-
         if open_store(home, store).delete_baseline(name, target) == 0:
             raise EdgebenchError(f"no baseline {name!r}" + (f" for target {target!r}" if target else "") + "; `edgebench baseline list` shows them")
         console.print(f"deleted baseline {name}" + (f" [{target}]" if target else ""), markup=False)
 
+
+def _register_history(app: typer.Typer) -> None:
     @app.command()
     def history(
         cell: Optional[str] = typer.Argument(None, metavar="[CELL]", help="A cell key model/recipe/backend/precision/bN/target, or use the options."),
@@ -214,18 +217,13 @@ def register(app: typer.Typer) -> None:
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
     ) -> None:
         """One cell across runs: its latency per run, and the change points (ruptures PELT) dated to the run where each began."""
-        import json
-
-        from edgebench.bench.errors import EdgebenchError
-        from edgebench.reports import history as histmod
-
         s = open_store(home, store)
         where = dict(model=model, recipe=recipe, backend=backend, precision=precision, batch=batch, target=target)
         if cell:
             where.update(_parse_cell_key(cell))
         found = s.cell_coordinates(**where)
         if len(found) != 1:
-            listing = ", ".join(_key(c) for c in found[:8]) + (", ..." if len(found) > 8 else "")
+            listing = ", ".join(CellId(**c).key for c in found[:8]) + (", ..." if len(found) > 8 else "")
             raise EdgebenchError(f"{len(found)} stored cells match" + (f" ({listing}); narrow it with --model/--recipe/--backend/--precision/--batch/--target or a cell key" if found else "; `edgebench show RUN` lists a run's cells"))
         h = histmod.load(s, **found[0], metric=metric.value, limit=last, min_effect=min_effect, include_disturbed=include_contended)
         if as_json:
@@ -233,13 +231,9 @@ def register(app: typer.Typer) -> None:
             return
         _history_table(h)
 
-    _register_export(app)
-
 
 def _write_error(markdown: Optional[Path], json_out: Optional[Path], message: str) -> None:
     """A check that could not run still leaves a verdict for CI to post (exit code 2)."""
-    import json
-
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(f"### edgebench regression check: ⚠️ could not run\n\n{message}\n", encoding="utf-8")
@@ -248,24 +242,16 @@ def _write_error(markdown: Optional[Path], json_out: Optional[Path], message: st
         json_out.write_text(json.dumps({"error": message, "exit_code": 2}, indent=2), encoding="utf-8")
 
 
-def _key(c: dict) -> str:
-    return f"{c['model']}/{c['recipe']}/{c['backend']}/{c['precision']}/b{c['batch']}/{c['target']}"
+def _parse_cell_key(key: str) -> dict[str, Any]:
+    """A cell key's six parts by name; the same one-line error as always for anything else."""
+    try:
+        cell = CellId.parse(key)
+    except ValueError:
+        raise EdgebenchError(f"{key!r}: a cell key is model/recipe/backend/precision/bBATCH/target, e.g. small_cnn/dense/onnxruntime/fp32/b1/local") from None
+    return dataclasses.asdict(cell)
 
 
-def _parse_cell_key(key: str) -> dict:
-    from edgebench.bench.errors import EdgebenchError
-
-    parts = key.split("/")
-    if len(parts) != 6 or not parts[4].startswith("b") or not parts[4][1:].isdigit():
-        raise EdgebenchError(f"{key!r}: a cell key is model/recipe/backend/precision/bBATCH/target, e.g. small_cnn/dense/onnxruntime/fp32/b1/local")
-    return dict(model=parts[0], recipe=parts[1], backend=parts[2], precision=parts[3], batch=int(parts[4][1:]), target=parts[5])
-
-
-def _history_table(h) -> None:
-    from rich.table import Table
-
-    from edgebench.bench.cli import console
-
+def _history_table(h: Any) -> None:
     starts = {cp.index: cp for cp in h.change_points}
     t = Table(title=f"history of {h.label} ({h.metric} per batch)")
     for col in ("run", "date", "commit", f"{h.metric} ms", "CoV", "n", "segment", "note"):
@@ -292,8 +278,6 @@ def _history_table(h) -> None:
 
 
 def _register_export(app: typer.Typer) -> None:
-    from edgebench.bench.cli import HomeOpt, StoreOpt, _paths, console
-
     @app.command()
     def export(
         run_id: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, or latest."),
@@ -303,8 +287,5 @@ def _register_export(app: typer.Typer) -> None:
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
     ) -> None:
         """Export a run for other tools: pytest-benchmark JSON (`pytest-benchmark compare a.json b.json` reads it)."""
-        from edgebench.bench.store import Store
-        from edgebench.reports import pytest_benchmark
-
-        path, n = pytest_benchmark.export(Store(_paths(home, store).store_location), run_id, out, with_data)
+        path, n = pytest_benchmark.export(open_store(home, store), run_id, out, with_data)
         console.print(f"wrote {path}: {n} benchmarks ({fmt.value})", markup=False)

@@ -13,6 +13,11 @@ from typing import List, Optional
 
 import typer
 
+from edgebench.bench.cli_common import HomeOpt, StoreOpt, console, open_store
+from edgebench.reports import recommend as rec_mod
+from edgebench.reports import tables
+from edgebench.reports.stats import Bootstrapper
+
 
 class ObjectiveChoice(str, Enum):
     p90 = "p90"
@@ -22,7 +27,7 @@ class ObjectiveChoice(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
-    from edgebench.bench.cli import HomeOpt, StoreOpt, _paths, console
+    """Add ``recommend`` to ``app``."""
 
     @app.command()
     def recommend(
@@ -45,17 +50,12 @@ def register(app: typer.Typer) -> None:
 
         Exit code 0 with an answer (a win or a tie) for every target, 1 when a target has no candidate that meets the constraints, 2 for an unknown run or target or a malformed option.
         """
-        from edgebench.bench.store import Store
-        from edgebench.reports import recommend as rec_mod
-        from edgebench.reports import tables
-        from edgebench.reports.stats import Bootstrapper
-
         constraints = rec_mod.Constraints(
             max_accuracy_drop_pts=None if no_accuracy_limit else max_accuracy_drop,
             max_memory_mib=rec_mod.parse_memory(max_memory) if max_memory is not None else None,
             objective=objective.value, batch=batch, max_memory_text=max_memory,
         )
-        report = tables.load(Store(_paths(home, store).store_location), run_id, with_samples=True)
+        report = tables.load(open_store(home, store), run_id, with_samples=True)
         targets = list(target or dict.fromkeys(r.target for r in report.rows))
         boot = Bootstrapper()
         recs = [r for t in targets for r in rec_mod.recommend(report, t, constraints, model=model, bootstrapper=boot)]

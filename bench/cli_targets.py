@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
+
+from edgebench.bench.cli_common import TargetsFileOpt
+from edgebench.bench.cli_common import echo as _echo
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.targets.profiles import TargetProfile, load_profiles
+from edgebench.targets.setup import build_wheel
+from edgebench.targets.setup import setup_target as do_setup
+from edgebench.targets.transport import make_transport
 
 target_app = typer.Typer(no_args_is_help=True, help="Targets: the host, and boards reached over SSH.")
-TargetsFileOpt = typer.Option(None, "--targets", envvar="EDGEBENCH_TARGETS", help="YAML file of your target profiles [default: ~/.config/edgebench/targets.yaml].")
 
 
-def _profile(name: str, targets_file: Optional[Path]):
-    from edgebench.targets.profiles import load_profiles
-
+def _profile(name: str, targets_file: Optional[Path]) -> TargetProfile:
     return load_profiles(targets_file).get(name)
 
 
-def _echo(text: str) -> None:
-    from edgebench.bench.cli import console
-
-    console.print(text, markup=False)
-
-
-@target_app.command("list")
-def list_targets(targets_file: Optional[Path] = TargetsFileOpt) -> None:
-    """Every known target profile: built-in and yours."""
-    from edgebench.targets.profiles import load_profiles
-
+def print_targets(targets_file: Optional[Path]) -> None:
+    """One line per known target profile (built-in and the user's): how it is reached and its description."""
     profiles = load_profiles(targets_file)
     for name in profiles.names():
         p = profiles.get(name)
@@ -37,19 +35,21 @@ def list_targets(targets_file: Optional[Path] = TargetsFileOpt) -> None:
         _echo(f"{name}: {where}; {p.description}")
 
 
+@target_app.command("list")
+def list_targets(targets_file: Optional[Path] = TargetsFileOpt) -> None:
+    """Every known target profile: built-in and yours."""
+    print_targets(targets_file)
+
+
 @target_app.command("show")
 def show_target(name: str, targets_file: Optional[Path] = TargetsFileOpt) -> None:
     """One profile, resolved (``extends`` applied), as YAML."""
-    import yaml
-
     _echo(yaml.safe_dump(_profile(name, targets_file).model_dump(), sort_keys=False).rstrip())
 
 
 @target_app.command("probe")
 def probe_target(name: str, targets_file: Optional[Path] = TargetsFileOpt, state: bool = typer.Option(False, "--state", help="Only the device state now.")) -> None:
     """The target's fingerprint (board, CPU, clocks, governor, power mode, runtimes) as JSON."""
-    from edgebench.targets.transport import make_transport
-
     profile = _profile(name, targets_file)
 
     async def go() -> dict:
@@ -74,12 +74,6 @@ def setup_target(
     full: bool = typer.Option(False, "--full", help="Install every dependency (to run the edgebench CLI on the board) [default: only what the worker needs]."),
 ) -> None:
     """Install this host's edgebench in a venv on the target (wheel built here, copied over SSH), then report versions."""
-    import tempfile
-
-    from edgebench.bench.errors import EdgebenchError
-    from edgebench.targets.setup import build_wheel
-    from edgebench.targets.setup import setup_target as do_setup
-
     profile = _profile(name, targets_file)
     for path, what in ((wheelhouse, "--wheelhouse"), (wheel, "--wheel"), (constraints, "--constraints")):
         if path is not None and not path.exists():

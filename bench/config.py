@@ -6,22 +6,28 @@ the key and the fix in one line.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib
+import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
-from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.backends import base
+from edgebench.bench.contracts.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.identity import CellId
+from edgebench.bench.contracts.results import MeasureSettings
+from edgebench.bench.contracts.strict import Strict
 from edgebench.bench.measure import usable_cpus
-from edgebench.bench.results import MeasureSettings
+from edgebench.models import data, recipes, zoo
+from edgebench.targets.profiles import load_profiles
 
 SUITES = Path(__file__).parent / "suites"
 DEFAULT_SUITE = SUITES / "default.yaml"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class BackendRef(Strict):
@@ -34,7 +40,8 @@ class BackendRef(Strict):
 
 
 class UserModel(Strict):
-    """A model of the user's: ``factory`` (+ optional ``weights`` state_dict), or a plain ``onnx`` file."""
+    """A model of the user's: ``factory`` (+ optional ``weights`` state_dict), or a ready ``onnx``,
+    ``torchscript`` or ``tflite`` file (exactly one of the four)."""
 
     name: str
     factory: str | None = Field(None, description="'package.module:callable' returning an nn.Module")
@@ -42,10 +49,15 @@ class UserModel(Strict):
     weights: str | None = Field(None, description="state_dict saved with torch.save(model.state_dict(), path)")
     onnx: str | None = Field(None, description="a plain ONNX file: latency and fidelity on onnxruntime, no pruning")
     torchscript: str | None = Field(None, description="a TorchScript archive: torch and onnxruntime, no pruning")
+    tflite: str | None = Field(None, description="a .tflite file: runs on litert; no pruning")
     dataset: str = Field("digits", description="built-in name, or a path to an .npz or an ImageFolder directory")
-    input_size: int = Field(32, ge=8, le=4096)
-    train_epochs: int | None = Field(None, ge=0, description="[default: 0 with weights or onnx, 10 otherwise]")
+    input_size: int = Field(32, ge=8, le=4096, description="the input side for models with dynamic dimensions or built-in datasets")
+    train_epochs: int | None = Field(None, ge=0, description="[default: 0 with weights, onnx, torchscript or tflite, 10 otherwise]")
     lr: float = Field(0.05, gt=0)
+
+    def files(self) -> dict[str, str | None]:
+        """The ready-made model files, by field name (at most one is set)."""
+        return {"onnx": self.onnx, "torchscript": self.torchscript, "tflite": self.tflite}
 
 
 class Sweep(Strict):
@@ -60,21 +72,19 @@ class SweepRef(Strict):
     sweep: Sweep
 
 
-class Measure(Strict):
-    """Warm-up and measurement floors; defaults follow trtexec / benchmark_model practice."""
+def _settings_model(settings: type, name: str) -> type[Strict]:
+    """A strict pydantic model with the fields of the dataclass ``settings``: each field's type, default,
+    and the bounds and description its ``metadata`` carries ({"doc", "ge", "gt", "le"})."""
+    hints = typing.get_type_hints(settings)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        limits = {k: v for k, v in f.metadata.items() if k in ("ge", "gt", "le")}
+        fields[f.name] = (hints[f.name], Field(f.default, description=f.metadata.get("doc") or None, **limits))
+    return create_model(name, __base__=Strict, __doc__=settings.__doc__, __module__=__name__, **fields)
 
-    warmup_runs: int = Field(10, ge=0)
-    warmup_seconds: float = Field(0.5, ge=0)
-    min_runs: int = Field(100, ge=1)
-    min_seconds: float = Field(2.0, ge=0)
-    max_runs: int = Field(100_000, ge=1)
-    max_seconds: float = Field(60.0, gt=0)
-    cov_warn: float = Field(0.05, gt=0)
-    contention_threshold: float = Field(0.05, gt=0, le=1)
-    rss_interval_s: float = Field(0.01, gt=0)
-    uss_interval_s: float = Field(0.1, gt=0)
-    processes: int = Field(1, ge=1, le=50, description="worker processes per cell, each with the full warm-up and 1/N of the floors; "
-                                                        "samples pooled, so one process's mode (layout, placement) does not decide a run")
+
+# A suite's ``measure:`` block: generated from MeasureSettings, the one definition of each setting.
+Measure = _settings_model(MeasureSettings, "Measure")
 
 
 class Suite(Strict):
@@ -116,7 +126,7 @@ class Cell:
     """One measurement to make. ``recipe`` is the validated recipe object."""
 
     model: str
-    recipe: Any
+    recipe: recipes.Recipe
     backend: str
     precision: str
     batch: int
@@ -124,8 +134,14 @@ class Cell:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def id(self) -> CellId:
+        """Which cell this is (the recipe by its name)."""
+        return CellId(self.model, self.recipe.name, self.backend, self.precision, self.batch, self.target)
+
+    @property
     def key(self) -> str:
-        return f"{self.model}/{self.recipe.name}/{self.backend}/{self.precision}/b{self.batch}/{self.target}"
+        """``model/recipe/backend/precision/bN/target``."""
+        return self.id.key
 
 
 @dataclass
@@ -133,8 +149,8 @@ class LoadedSuite:
     suite: Suite
     source: Path
     text: str
-    recipes: list[Any]
-    user_models: dict[str, Any] = field(default_factory=dict)  # name -> zoo.ZooEntry
+    recipes: list[recipes.Recipe]
+    user_models: dict[str, zoo.ZooEntry] = field(default_factory=dict)
     profiles: dict[str, Any] = field(default_factory=dict)  # target name -> targets.profiles.TargetProfile
 
     def cells(self) -> list[Cell]:
@@ -162,21 +178,16 @@ class LoadedSuite:
 
 def _importable_from(folder: Path) -> None:
     """User factories may live beside the suite; the worker gets the same path (runner.py)."""
-    import sys
-
     if str(folder.resolve()) not in sys.path:
         sys.path.append(str(folder.resolve()))
 
 
-def _user_model(m: UserModel, source: Path, key: str) -> Any:
+def _user_model(m: UserModel, source: Path, key: str) -> zoo.ZooEntry:
     """Check a user model's fields and files now, so a typo fails before anything is trained."""
-    import importlib
-
-    from edgebench.models import data, zoo
-
-    if sum(x is not None for x in (m.factory, m.onnx, m.torchscript)) != 1:
-        raise ConfigError(f"{source}: {key}: give exactly one of factory (a PyTorch model), torchscript (an archive) or onnx (a plain ONNX file)")
-    if m.name in zoo.ZOO:
+    if sum(x is not None for x in (m.factory, *m.files().values())) != 1:
+        raise ConfigError(f"{source}: {key}: give exactly one of factory (a PyTorch model), torchscript (an archive), "
+                          "onnx (a plain ONNX file) or tflite (a .tflite file)")
+    if m.name in zoo.MODELS:
         raise ConfigError(f"{source}: {key}.name: {m.name!r} is a built-in model; give yours another name")
 
     def resolve(p: str | None, what: str) -> str | None:
@@ -187,7 +198,8 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
             raise ConfigError(f"{source}: {key}.{what}: {path} not found; check the path (relative paths start at the suite's folder)")
         return str(path.resolve())
 
-    weights, onnx, script = resolve(m.weights, "weights"), resolve(m.onnx, "onnx"), resolve(m.torchscript, "torchscript")
+    weights = resolve(m.weights, "weights")
+    files = {what: resolve(path, what) for what, path in m.files().items()}
     dataset = m.dataset if m.dataset in data.DATASETS else resolve(m.dataset, "dataset")
     if m.factory is not None:
         module_name, _, attr = m.factory.partition(":")
@@ -199,14 +211,13 @@ def _user_model(m: UserModel, source: Path, key: str) -> Any:
             raise ConfigError(f"{source}: {key}.factory: cannot import {m.factory} ({exc}); install the package or put it beside the suite") from None
         if not callable(fn):
             raise ConfigError(f"{source}: {key}.factory: {m.factory} is not callable")
-    epochs = m.train_epochs if m.train_epochs is not None else (0 if (weights or onnx or script) else 10)
-    return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, onnx=onnx, torchscript=script)
+    ready = weights is not None or any(files.values())
+    epochs = m.train_epochs if m.train_epochs is not None else (0 if ready else 10)
+    return zoo.ZooEntry(m.factory or "", dataset, m.input_size, dict(m.kwargs), train_epochs=epochs, lr=m.lr, weights=weights, **files)
 
 
-def _check_backend_ref(backend: Any, ref: BackendRef, source: Path, key: str) -> None:
+def _check_backend_ref(backend: base.Backend, ref: BackendRef, source: Path, key: str) -> None:
     """Options the backend knows, each precision once; an unsupported precision is a skipped cell, not an error."""
-    import difflib
-
     for name in ref.options:
         if name not in backend.options:
             known = ", ".join(backend.options) or "none"
@@ -217,8 +228,13 @@ def _check_backend_ref(backend: Any, ref: BackendRef, source: Path, key: str) ->
         raise ConfigError(f"{source}: {key}.precisions: a precision is listed twice; list each once")
 
 
-def builtin_suites() -> list[str]:
-    return sorted(p.stem for p in SUITES.glob("*.yaml"))
+def builtin_suites() -> dict[str, str]:
+    """The built-in suites (``edgebench run NAME``), each with its description line, by name."""
+    out = {}
+    for path in sorted(SUITES.glob("*.yaml")):
+        description = load_yaml(path).get("description", "")
+        out[path.stem] = str(description).strip().splitlines()[0] if description else ""
+    return out
 
 
 def _suite_path(path: Path | None) -> Path:
@@ -231,22 +247,22 @@ def _suite_path(path: Path | None) -> Path:
     return path
 
 
-def _expand_sweep(sweep: Sweep, source: Path) -> list[Any]:
+def _expand_sweep(sweep: Sweep, source: Path) -> list[recipes.Recipe]:
     """One recipe per value, named ``BASE@PARAM=VALUE``; a value of 0 is the dense model itself."""
-    from edgebench.models import recipes
-
-    base = recipes.load(sweep.recipe, base_dir=source.parent)
-    if sweep.param not in recipes.METHODS[base.method].params.model_fields:
-        known = ", ".join(recipes.METHODS[base.method].params.model_fields)
-        raise ConfigError(f"{sweep.recipe}: sweep.param: {base.method} has no parameter {sweep.param!r}; its parameters: {known}")
+    base_recipe = recipes.load(sweep.recipe, base_dir=source.parent)
+    params = recipes.METHODS.get(base_recipe.method).params.model_fields
+    if sweep.param not in params:
+        known = ", ".join(params)
+        raise ConfigError(f"{sweep.recipe}: sweep.param: {base_recipe.method} has no parameter {sweep.param!r}; its parameters: {known}")
     out = []
     for value in sweep.values:
         if value == 0:
             continue  # the dense reference row is the 0% point of every curve
-        data = base.model_dump()
-        data["name"] = f"{base.name.rsplit('-', 1)[0] if base.name[-1].isdigit() else base.name}@{sweep.param}={value:g}"
-        data["params"] = {**data["params"], sweep.param: value}
-        out.append(recipes.parse(data, f"{sweep.recipe} (sweep {sweep.param}={value:g})"))
+        point = base_recipe.model_dump()
+        stem = base_recipe.name.rsplit("-", 1)[0] if base_recipe.name[-1].isdigit() else base_recipe.name
+        point["name"] = f"{stem}@{sweep.param}={value:g}"
+        point["params"] = {**point["params"], sweep.param: value}
+        out.append(recipes.parse(point, f"{sweep.recipe} (sweep {sweep.param}={value:g})"))
     return out
 
 
@@ -273,39 +289,57 @@ def load_suite(path: Path | None = None, targets: list[str] | None = None, targe
     built-ins, ``targets_file`` (or $EDGEBENCH_TARGETS, ~/.config/edgebench/targets.yaml) and the
     suite's ``target_profiles``.
     """
-    from edgebench.backends import base
-    from edgebench.models import recipes, zoo
-    from edgebench.targets.profiles import load_profiles
-
     source = _suite_path(path)
-    data = load_yaml(source)
+    raw = load_yaml(source)
     _importable_from(source.parent)
     try:
-        suite = Suite.model_validate(data)
+        suite = Suite.model_validate(raw)
     except ValidationError as exc:
         known = {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields), "models": list(UserModel.model_fields)}
         raise from_validation_error(source, exc, known) from None
     _reject_repeats(suite, source)
+    user_models = _resolve_models(suite, source)
+    _check_backends(suite, source)
+    profiles = _resolve_targets(suite, source, targets, targets_file, extra_profiles)
+    return LoadedSuite(suite, source, source.read_text(), _resolve_recipes(suite, source), user_models, profiles)
 
+
+def _resolve_models(suite: Suite, source: Path) -> dict[str, zoo.ZooEntry]:
+    """Built-in model names must exist; the user's models become zoo entries (name -> entry)."""
     user_models = {}
     for i, model in enumerate(suite.models):
         if isinstance(model, UserModel):
             user_models[model.name] = _user_model(model, source, f"models[{i}]")
-        elif model not in zoo.ZOO:
-            raise ConfigError(f"{source}: models[{i}]: unknown model {model!r}; built-in models: {', '.join(sorted(zoo.ZOO))}, or a mapping with name and factory (or onnx)")
+        elif model not in zoo.MODELS:
+            raise ConfigError(f"{source}: models[{i}]: unknown model {model!r}; built-in models: {', '.join(zoo.MODELS.names())}, "
+                              "or a mapping with name and factory (or onnx, torchscript, tflite)")
+    return user_models
+
+
+def _check_backends(suite: Suite, source: Path) -> None:
     for i, ref in enumerate(suite.backend_refs()):
         if ref.name not in base.names():
             raise ConfigError(f"{source}: backends[{i}]: unknown backend {ref.name!r}; known backends: {', '.join(base.names())}")
         _check_backend_ref(base.get(ref.name), ref, source, f"backends[{i}]")
+
+
+def _resolve_targets(suite: Suite, source: Path, targets: list[str] | None, targets_file: Path | None,
+                     extra_profiles: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Each target's profile (``targets`` replaces the suite's list first)."""
     profiles = load_profiles(targets_file, suite.target_profiles + list(extra_profiles or []), f"{source}: target_profiles")
     if targets:
         suite.targets = list(dict.fromkeys(targets))
-    resolved_profiles = {}
+    resolved = {}
     for i, target in enumerate(suite.targets):
         try:
-            resolved_profiles[target] = profiles.get(target)
+            resolved[target] = profiles.get(target)
         except ConfigError as exc:
             raise ConfigError(f"{source}: targets[{i}]: {exc}" if not targets else str(exc)) from None
+    return resolved
+
+
+def _resolve_recipes(suite: Suite, source: Path) -> list[recipes.Recipe]:
+    """Every recipe validated (sweeps expanded), each name once."""
     resolved = []
     for i, ref in enumerate(suite.recipes):
         try:
@@ -319,4 +353,4 @@ def load_suite(path: Path | None = None, targets: list[str] | None = None, targe
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: recipes: two recipes are both named {dupes[0]!r}; give each recipe a unique name")
-    return LoadedSuite(suite, source, source.read_text(), resolved, user_models, resolved_profiles)
+    return resolved

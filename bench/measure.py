@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from edgebench.bench.results import Contention, MeasureSettings, MemoryStats
+from edgebench.bench.contracts.results import Contention, MeasureSettings, MemoryStats
 
 MIB = 1024 * 1024
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.bench.config import LoadedSuite, load_suite
-from edgebench.bench.errors import ConfigError
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.store import Store
+from edgebench.targets.profiles import TargetProfile
 
 
 def load_for_resume(paths: Any, run_id: str, targets_file: Path | None = None) -> LoadedSuite:
@@ -16,8 +17,6 @@ def load_for_resume(paths: Any, run_id: str, targets_file: Path | None = None) -
     Target profiles are the ones stored with the run, so a resumed cell goes to the same board with
     the same settings even if the profile file changed since.
     """
-    from edgebench.targets.profiles import TargetProfile
-
     store = Store(paths.store_location)
     run = store.run(run_id)
     source = Path(run.suite_source)

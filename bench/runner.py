@@ -7,24 +7,25 @@ every finished cell is already in the store.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench import __version__
+from edgebench.backends import base as backends
+from edgebench.bench.board import Board
 from edgebench.bench.config import Cell, LoadedSuite
-from edgebench.bench.errors import one_line, tail_text
-from edgebench.bench.results import CellResult, MeasureSettings
+from edgebench.bench.contracts.errors import one_line
+from edgebench.bench.contracts.results import MeasureSettings
+from edgebench.bench.contracts.spec import CellSpec
+from edgebench.bench.contracts.version import __version__
+from edgebench.bench.prepare import NotApplicable, Preparer, given_file
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
-from edgebench.bench.worker import CellSpec
+from edgebench.models.cache import Cache
+from edgebench.targets.probe import git_commit
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Paths:
         return self.home / "cache"
 
     @property
+    def device_builds(self) -> Path:
+        """The local target's build cache for artifacts built where they run (bench/device_build.py)."""
+        return self.cache / "device-builds"
+
+    @property
     def reports(self) -> Path:
         return self.home / "reports"
 
@@ -56,74 +62,6 @@ def new_run_id() -> str:
 
 
 @dataclass
-class ChildOutcome:
-    result: CellResult
-    returncode: int | None
-    stderr_tail: str = ""
-
-
-def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None,
-               pythonpath: list[str] | None = None, name: str | None = None) -> ChildOutcome:
-    """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result.
-
-    ``pythonpath`` adds folders the worker must import from (a user's model factory beside the suite).
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    stem = name or spec.cell_key.replace("/", "__")
-    spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
-    spec_path.write_text(spec.to_json())
-    out_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out_path)]
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(pythonpath + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-        if on_start is not None:
-            on_start(proc)
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            tail = _tail(err_path)
-            return ChildOutcome(CellResult.failed(f"timed out after {timeout_s:g}s (cell_timeout_s); raise it in the suite or look for a hang{_suffix(tail)}"), None, tail)
-    tail = _tail(err_path)
-    if out_path.exists() and code == 0:
-        try:
-            return ChildOutcome(CellResult.from_dict(json.loads(out_path.read_text())), code, tail)
-        except (ValueError, TypeError) as exc:
-            return ChildOutcome(CellResult.failed(f"{out_path}: unreadable worker result ({exc})"), code, tail)
-    return ChildOutcome(CellResult.failed(describe_exit(code) + _suffix(tail)), code, tail)
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
-        hint = " (out of memory, or killed from outside)" if -code == signal.SIGKILL else ""
-        return f"worker killed by {name}{hint}"
-    return f"worker exited with code {code} without a result"
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _tail(path: Path) -> str:
-    try:
-        return tail_text(path.read_text(errors="replace"))
-    except OSError:
-        return ""
-
-
-def _suffix(tail: str) -> str:
-    return f"; stderr: {tail}" if tail else ""
-
-
-@dataclass
 class RunSummary:
     run_id: str
     cells_ok: int = 0
@@ -134,7 +72,6 @@ class RunSummary:
     exported: int = 0
     cache_hits: int = 0
     wall_s: float = 0.0
-    report_dir: str | None = None
     failures: list[str] = field(default_factory=list)
     resumed_from: int | None = None  # cells already finished when a run was resumed
     copied_files: int = 0  # files sent to remote targets (0 when every one was already there)
@@ -177,9 +114,6 @@ class Runner:
         ``confirm_of`` marks the new run as a re-measurement of that run's cells: it is stored with status
         ``confirmation``, which ``latest`` and the history leave out.
         """
-        from edgebench.models.cache import Cache
-        from edgebench.models.prepare import Preparer
-
         t0 = time.perf_counter()
         targets = {n: p.model_dump() for n, p in loaded.profiles.items()}
         run_id, kept = self._open_run(loaded, resume, targets)
@@ -207,8 +141,6 @@ class Runner:
     # -- run bookkeeping -------------------------------------------------------------------
     def _open_run(self, loaded: LoadedSuite, resume: str | None, targets: dict[str, Any]) -> tuple[str, set[str]]:
         """A new run id, or the resumed run's id and the keys of its cells that need no re-run."""
-        from edgebench.targets.probe import git_commit
-
         if resume is not None:
             run_id = self.run_id = self.store.resolve(resume)
             stored = self.store.cells(run_id, with_samples=False)
@@ -250,15 +182,14 @@ class Runner:
         return jobs
 
     def _prepare(self, cell: Cell, preparer: Any, settings: MeasureSettings, index: int) -> Job | CellRecord:
-        from edgebench.backends import base
-        from edgebench.models.prepare import NotApplicable
-
         record = CellRecord(cell.key, cell.model, cell.recipe.name, cell.backend, cell.precision, cell.batch, cell.target,
-                            status="skipped", options=dict(cell.options), started_at=now())
-        backend = base.get(cell.backend)
+                            status="skipped", options=dict(cell.options), started_at=now(), recipe_def=cell.recipe.model_dump(mode="json"))
+        backend = backends.get(cell.backend)
         reason = backend.unsupported(cell.precision)
-        avail = backend.availability()  # the host builds the artifact, so it needs the runtime too
-        if reason is None and not avail.available:
+        # The host writes the portable artifact, so it needs the exporter; whether the runtime is
+        # there is the target's question (its probe, asked per target by the board).
+        avail = backend.export_availability() if given_file(preparer.spec(cell.model)) is None else None
+        if reason is None and avail is not None and not avail.available:
             reason = f"{cell.backend}: {avail.reason}"
         if reason is not None:
             return self._finished(record, "skipped", reason)
@@ -275,7 +206,8 @@ class Runner:
                         "model_key": model.key, "artifact_key": art.key}
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
-                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
+                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings,
+                        build_cache=str(self.paths.device_builds))
         return Job(cell, record, spec, index)
 
     def _finished(self, record: CellRecord, status: str, reason: str | None) -> CellRecord:
@@ -285,8 +217,6 @@ class Runner:
 
     # -- device side: each target's cells, targets in parallel -----------------------------
     async def _measure_targets(self, loaded: LoadedSuite, jobs: dict[str, list[Job]], timeout_s: float, summary: RunSummary, replace: bool) -> None:
-        from edgebench.targets.board import Board
-
         boards = [Board(self, loaded.profiles[target], target_jobs, timeout_s, summary, replace) for target, target_jobs in jobs.items()]
         await asyncio.gather(*(b.run() for b in boards))
         for b in boards:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgebench.bench.results import LatencyStats
+from edgebench.bench.contracts.results import LatencyStats
 
 PERCENTILES = (50, 90, 95, 99)
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgebench.bench.errors import EdgebenchError, one_line
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.errors import EdgebenchError, one_line
+from edgebench.bench.contracts.identity import FIELDS, CellId
+from edgebench.bench.contracts.results import CellResult
 
-SCHEMA_VERSION = 2  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
-REVISIONS = ("0001", "0002")  # Alembic revisions in bench/migrations/versions, oldest first
+SCHEMA_VERSION = 3  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
+REVISIONS = ("0001", "0002", "0003")  # Alembic revisions in bench/migrations/versions, oldest first
 HEAD = REVISIONS[-1]
 # Status of a run that re-measured some cells of another run (`edgebench check --confirm`): kept in the
 # store for the record, left out of `latest` and of a cell's history so it never becomes a night of its own.
@@ -79,6 +80,7 @@ cells = sa.Table(
     sa.Column("options", sa.JSON),
     sa.Column("facts", sa.JSON),
     sa.Column("result", sa.JSON),
+    sa.Column("recipe_def", sa.JSON),  # the recipe as validated (models/recipes.py Recipe), so reports never re-read files
     sa.UniqueConstraint("run_id", "cell_key", name="uq_cell_per_run"),
 )
 
@@ -99,7 +101,7 @@ baselines = sa.Table(
     sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("note", sa.Text),
 )
-sa.Index("ix_cells_coordinates", cells.c.model, cells.c.recipe, cells.c.backend, cells.c.precision, cells.c.batch, cells.c.target)
+sa.Index("ix_cells_coordinates", *(cells.c[f] for f in FIELDS))
 
 
 def now() -> dt.datetime:
@@ -148,7 +150,10 @@ class BaselineRecord:
 
 @dataclass
 class CellRecord:
-    """A cell as stored: its coordinates, status, host-side facts and the worker's result."""
+    """A cell as stored: its coordinates, status, host-side facts, the worker's result and the recipe it ran.
+
+    :attr:`id` is the cell's identity (the six coordinates); :attr:`row_id` is the database row.
+    """
 
     cell_key: str
     model: str
@@ -164,7 +169,13 @@ class CellRecord:
     result: CellResult | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    id: int | None = None
+    recipe_def: dict[str, Any] | None = None  # Recipe.model_dump(mode="json"); None in cells stored before revision 0003
+    row_id: int | None = None  # set by Store.add_cell and when read back
+
+    @property
+    def id(self) -> CellId:
+        """Which cell this is: model, recipe, backend, precision, batch and target."""
+        return CellId.of(self)
 
 
 class Store:
@@ -258,13 +269,12 @@ class Store:
         result = cell.result
         lat = result.latency if result else None
         row = {
-            "run_id": run_id, "cell_key": cell.cell_key, "model": cell.model, "recipe": cell.recipe,
-            "backend": cell.backend, "precision": cell.precision, "batch": cell.batch, "target": cell.target,
+            "run_id": run_id, "cell_key": cell.cell_key, **dict(zip(FIELDS, cell.id.parts())),
             "status": cell.status, "error": cell.error, "started_at": cell.started_at, "finished_at": cell.finished_at,
             "p50_ms": lat.p50_ms if lat else None, "p90_ms": lat.p90_ms if lat else None, "p99_ms": lat.p99_ms if lat else None,
             "top1": result.accuracy.top1 if result and result.accuracy else None,
             "options": cell.options, "facts": cell.facts,
-            "result": _result_without_samples(result),
+            "result": _result_without_samples(result), "recipe_def": cell.recipe_def,
         }
         with self.engine.begin() as conn:
             if replace:
@@ -275,7 +285,7 @@ class Store:
             cell_id = conn.execute(cells.insert().values(**row)).inserted_primary_key[0]
             if result and result.samples_ns:
                 conn.execute(samples.insert(), [{"cell_id": cell_id, "idx": i, "latency_ns": int(v)} for i, v in enumerate(result.samples_ns)])
-        cell.id = cell_id
+        cell.row_id = cell_id
         return cell_id
 
     # -- reading ----------------------------------------------------------------------------
@@ -357,9 +367,9 @@ class Store:
 
         ``until`` (a run id) leaves out runs created after it.
         """
+        cell = CellId(model, recipe, backend, precision, batch, target)
         q = (sa.select(cells.c.id).join(runs, runs.c.id == cells.c.run_id)
-             .where(cells.c.model == model, cells.c.recipe == recipe, cells.c.backend == backend, cells.c.precision == precision,
-                    cells.c.batch == batch, cells.c.target == target, runs.c.status != CONFIRMATION))
+             .where(*(cells.c[f] == v for f, v in zip(FIELDS, cell.parts())), runs.c.status != CONFIRMATION))
         if until is not None:
             q = q.where(runs.c.created_at <= sa.select(runs.c.created_at).where(runs.c.id == self.resolve(until)).scalar_subquery())
         with self.engine.connect() as conn:
@@ -374,17 +384,13 @@ class Store:
 
     def cell_coordinates(self, **where: Any) -> list[dict[str, Any]]:
         """Distinct (model, recipe, backend, precision, batch, target) of stored cells, filtered by any of them."""
-        cols = [cells.c.model, cells.c.recipe, cells.c.backend, cells.c.precision, cells.c.batch, cells.c.target]
+        cols = [cells.c[f] for f in FIELDS]
         q = sa.select(*cols).distinct()
         for k, v in where.items():
             if v is not None:
                 q = q.where(cells.c[k] == v)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(*cols)).mappings()]
-
-    def dispose(self) -> None:
-        """Close pooled connections (a process that opens many stores, or before forking)."""
-        self.engine.dispose()
 
 
 def normalize_url(url: str) -> str:
@@ -451,9 +457,9 @@ def _cell_from_row(r: Any, sample_values: list[int]) -> CellRecord:
     if result is not None:
         result.samples_ns = sample_values
     return CellRecord(
-        cell_key=r["cell_key"], model=r["model"], recipe=r["recipe"], backend=r["backend"], precision=r["precision"],
-        batch=r["batch"], target=r["target"], status=r["status"], error=r["error"], options=r["options"] or {},
-        facts=r["facts"] or {}, result=result, started_at=_utc(r["started_at"]), finished_at=_utc(r["finished_at"]), id=r["id"],
+        cell_key=r["cell_key"], **{f: r[f] for f in FIELDS}, status=r["status"], error=r["error"], options=r["options"] or {},
+        facts=r["facts"] or {}, result=result, started_at=_utc(r["started_at"]), finished_at=_utc(r["finished_at"]),
+        recipe_def=r["recipe_def"], row_id=r["id"],
     )
 
 

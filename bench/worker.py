@@ -4,7 +4,12 @@ Locally the harness starts it as a child process; on a board the same module is 
 It imports only numpy, psutil, the standard library and the one runtime the cell needs.
 
     python -m edgebench.bench.worker run CELL.json --out RESULT.json
+    python -m edgebench.bench.worker build CELL.json [--out BUILD.json]
     python -m edgebench.bench.worker probe [--state] [--out FP.json]
+
+``build`` runs the backend's device build step (if the cell has one) into the target's build cache
+and prints what it built; ``run`` does the same first (a cache hit when ``build`` ran before), then
+measures the built artifact.
 """
 
 from __future__ import annotations
@@ -14,37 +19,25 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgebench.bench.results import Accuracy, CellResult, Fidelity, MeasureSettings
+from edgebench.backends import base as backends
+from edgebench.bench import device_build
+from edgebench.bench.contracts.errors import one_line
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import Accuracy, CellResult, Fidelity, MeasureSettings
+from edgebench.bench.contracts.spec import CellSpec
+from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs, usable_cpus
+from edgebench.bench.stats import summarize, topk_accuracy
+from edgebench.targets import probe
+from edgebench.targets.monitor import DeviceMonitor, MonitorSettings, energy_per_inference_mj
+from edgebench.targets.version import source_digest
 
-
-@dataclass
-class CellSpec:
-    """What the worker needs to measure one cell; every path is local to the machine it runs on."""
-
-    cell_key: str
-    backend: str
-    precision: str
-    artifact: str
-    batch: int
-    eval_data: str
-    options: dict[str, Any] = field(default_factory=dict)
-    measure: MeasureSettings = field(default_factory=MeasureSettings)
-    monitor: dict[str, Any] | None = None  # targets.samplers.MonitorSettings as data; None: no device monitor
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> CellSpec:
-        data = json.loads(text)
-        data["measure"] = MeasureSettings(**data.get("measure", {}))
-        return cls(**data)
+__all__ = ["CellSpec", "accuracy_and_fidelity", "evaluate", "main", "run_cell"]
 
 
 def _batches(inputs: np.ndarray, batch: int):
@@ -65,8 +58,6 @@ def evaluate(session: Any, inputs: np.ndarray, batch: int) -> np.ndarray:
 
 
 def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> tuple[Accuracy | None, Fidelity | None]:
-    from edgebench.bench.stats import topk_accuracy
-
     classes = logits.shape[1]
     acc = None
     if labels is not None:
@@ -84,10 +75,6 @@ def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray | None, referen
 
 def run_cell(spec: CellSpec) -> CellResult:
     """Measure one cell in this process. Exceptions become a failed result with the reason."""
-    from edgebench.backends import base as backends
-    from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs
-    from edgebench.bench.stats import summarize
-
     started = time.perf_counter()
     settings = spec.measure
     try:
@@ -98,6 +85,10 @@ def run_cell(spec: CellSpec) -> CellResult:
         artifact = Path(spec.artifact)
         if not artifact.exists():
             return CellResult.failed(f"{artifact}: artifact not found; rebuild it with `edgebench run` on the host")
+        # the device build stage, before anything is sampled: its time is not the cell's
+        built = device_build.ensure(backend, spec)
+        if built is not None:
+            artifact = Path(built.path)
         data = np.load(spec.eval_data)
         inputs = np.ascontiguousarray(data["inputs"], dtype=np.float32)
         labels = data["labels"] if "labels" in data.files else None  # latency-only models have none
@@ -133,7 +124,7 @@ def run_cell(spec: CellSpec) -> CellResult:
             sampler.stop()
             report = monitor.stop() if monitor else None
 
-        result.backend_info = {"version": avail.version, **session.describe()}
+        result.evidence = _evidence(session, avail.version, prepared, built)
         result.warmup_runs, result.warmup_s = timed.warmup_runs, timed.warmup_s
         result.samples_ns = timed.samples_ns
         result.latency = summarize(timed.samples_ns, spec.batch)
@@ -141,22 +132,29 @@ def run_cell(spec: CellSpec) -> CellResult:
         result.memory_timeline = sampler.timeline
         result.accuracy, result.fidelity = accuracy_and_fidelity(logits, labels, reference)
         if report is not None:
-            from edgebench.targets.samplers import energy_per_inference_mj
-
             result.device = report.to_dict()
             result.energy_mj_per_inference = energy_per_inference_mj(report, result.latency.mean_ms / 1000, spec.batch)
-        result.warnings = _warnings(result, timed.stopped_by_cap, settings)
+        result.flags = _flags(result, timed.stopped_by_cap, settings)
     except Exception as exc:  # one cell's failure is data, never the end of the run
-        result = CellResult.failed(_one_line(exc), backend_info={"traceback": traceback.format_exc(limit=8)})
+        result = CellResult.failed(_one_line(exc), traceback=traceback.format_exc(limit=8))
     result.worker_wall_s = time.perf_counter() - started
     return result
+
+
+def _evidence(session: Any, version: str | None, prepared: Any, built: Any) -> Evidence:
+    """The session's evidence, with what the worker knows itself: the shape timed, the device build."""
+    ev = session.evidence()
+    ev.version = ev.version or version
+    shape = getattr(prepared, "shape", None)
+    if ev.input_shape is None and shape is not None:
+        ev.input_shape = [int(d) for d in shape]
+    ev.build = built.facts if built is not None else None
+    return ev
 
 
 def _monitor(spec: CellSpec) -> Any:
     if spec.monitor is None:
         return None
-    from edgebench.targets.samplers import DeviceMonitor, MonitorSettings
-
     return DeviceMonitor(MonitorSettings(**spec.monitor))
 
 
@@ -168,8 +166,6 @@ def _mark(monitor: Any, phase: str) -> None:
 def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
     options = {**spec.options, "batch": spec.batch}
     if options.get("threads") is None:  # a remote cell with no thread count uses every CPU the device gives it
-        from edgebench.bench.measure import usable_cpus
-
         options["threads"] = usable_cpus()
     try:
         return backend.load(artifact, spec.precision, options)
@@ -177,41 +173,47 @@ def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
         raise RuntimeError(f"{artifact}: {spec.backend} could not load it ({_one_line(exc)}); re-export it or check the file") from exc
 
 
-def variance_warning(cov: float, settings: MeasureSettings) -> str | None:
-    """``high variance`` when the samples' CoV is above the suite's ``cov_warn``."""
-    return f"high variance: CoV {cov:.1%} > {settings.cov_warn:.0%}" if cov > settings.cov_warn else None
+def variance_flag(cov: float, settings: MeasureSettings) -> Flag | None:
+    """``high-variance`` when the samples' CoV is above the suite's ``cov_warn``."""
+    return Flag("high-variance", f"high variance: CoV {cov:.1%} > {settings.cov_warn:.0%}") if cov > settings.cov_warn else None
 
 
-def _warnings(result: CellResult, cap: str | None, settings: MeasureSettings) -> list[str]:
+def _flags(result: CellResult, cap: str | None, settings: MeasureSettings) -> list[Flag]:
     out = []
-    if result.latency is not None and (high := variance_warning(result.latency.cov, settings)):
+    if result.latency is not None and (high := variance_flag(result.latency.cov, settings)):
         out.append(high)
     if cap:
-        out.append(f"measurement {cap}")
+        out.append(Flag("measurement-capped", f"measurement {cap}"))
     device = result.device or {}
     if device.get("throttled"):
-        out.append("throttled: " + "; ".join(device.get("throttle_reasons") or ["the device throttled"]))
+        out.append(Flag("throttled", "throttled: " + "; ".join(device.get("throttle_reasons") or ["the device throttled"])))
     cool = device.get("cooldown") or {}
     if cool.get("reached") is False:
-        out.append(f"cool-down: still {cool.get('end_c')} C after {cool.get('waited_s', 0):.0f} s (limit {cool.get('limit_c')} C)")
+        out.append(Flag("cooldown-not-reached", f"cool-down: still {cool.get('end_c')} C after {cool.get('waited_s', 0):.0f} s (limit {cool.get('limit_c')} C)"))
     c = result.contention
     if c is not None and c.contended:
         stolen = f" ({c.steal_share:.0%} stolen by the hypervisor)" if c.steal_share else ""
-        out.append(f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring{stolen}")
+        out.append(Flag("contended", f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring{stolen}"))
     return out
 
 
-def _one_line(exc: BaseException) -> str:
-    from edgebench.bench.errors import one_line
+def _build_command(spec: CellSpec) -> dict[str, Any]:
+    try:
+        backend = backends.get(spec.backend)
+        avail = backend.availability()
+        if not avail.available:
+            return {"built": False, "error": f"{spec.backend}: {avail.reason}"}
+        return device_build.build_payload(backend, spec)
+    except Exception as exc:  # the reason goes back as data, like a cell's failure
+        return {"built": False, "error": _one_line(exc)}
 
+
+def _one_line(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) or not str(exc) else exc)
 
 
 def probe_payload(state_only: bool = False) -> dict[str, Any]:
     """The fingerprint with the device's state now and the edgebench source digest (targets/version.py)."""
-    from edgebench.targets import probe
-    from edgebench.targets.version import source_digest
-
     if state_only:
         return probe.device_state()
     return {**probe.fingerprint(), "edgebench_source": source_digest(), "device_state": probe.device_state()}
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="measure one cell")
     run.add_argument("spec", type=Path)
     run.add_argument("--out", type=Path, help="where to write the result JSON (default: stdout)")
+    build = sub.add_parser("build", help="run the cell's device build step into the target's build cache")
+    build.add_argument("spec", type=Path)
+    build.add_argument("--out", type=Path, help="where to write the build facts JSON (default: stdout)")
     probe = sub.add_parser("probe", help="print this machine's environment fingerprint")
     probe.add_argument("--state", action="store_true", help="only the device state now (temperatures, clocks, throttling)")
     probe.add_argument("--out", type=Path)
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, TypeError) as exc:
             print(f"{args.spec}: not a valid cell spec ({_one_line(exc)})", file=sys.stderr)
             return 2
-        payload = run_cell(spec).to_dict()
+        payload = run_cell(spec).to_dict() if args.command == "run" else _build_command(spec)
     text = json.dumps(payload)
     if args.out:
         tmp = args.out.with_suffix(args.out.suffix + ".tmp")

@@ -8,10 +8,13 @@ machine and every run sees the same 1437 training and 360 evaluation images.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edgebench.bench.contracts.registry import Registry, UnknownName
 
 
 @dataclass
@@ -42,6 +45,10 @@ class Dataset:
         return self.x_train[np.sort(idx)]
 
 
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")  # built-in datasets: name -> make(size)
+
+
+@DATASETS.register("digits")
 def digits(size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """scikit-learn's 1797 handwritten digits (bundled with the package, no download)."""
     from scipy.ndimage import zoom
@@ -59,6 +66,7 @@ def digits(size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Dataset
     return Dataset("digits", np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test, 10)
 
 
+@DATASETS.register("synthetic")
 def synthetic(size: int = 224, n_train: int = 32, n_test: int = 16, num_classes: int = 1000, seed: int = 0) -> Dataset:
     """Seeded random images for latency-only models: shapes are real, accuracy is meaningless."""
     rng = np.random.default_rng(seed)
@@ -126,16 +134,12 @@ def from_image_folder(root: Path, size: int = 32, test_fraction: float = 0.2, se
     return Dataset(root.name, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te, len(classes))
 
 
-DATASETS = {"digits": digits, "synthetic": synthetic}
-
-
 def load(name: str, size: int | None = None) -> Dataset:
     """A built-in dataset by name, or a user's ``.npz`` file or ImageFolder directory by path."""
     path = Path(name)
     if name not in DATASETS and path.exists():
         return from_image_folder(path, size or 32) if path.is_dir() else from_npz(path, size)
-    try:
-        make = DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; built-in datasets: {', '.join(sorted(DATASETS))}, or a path to an .npz or an image folder") from None
+    if name not in DATASETS:
+        raise UnknownName(f"unknown dataset {name!r}; built-in datasets: {', '.join(DATASETS.names())}, or a path to an .npz or an image folder")
+    make = DATASETS.get(name)
     return make(size) if size is not None else make()

@@ -3,8 +3,10 @@
 A recipe names a ``method`` with its ``params``, an optional ``schedule`` (one-shot, iterative or
 AGP), an optional ``finetune`` (with optional distillation), an optional ``quantize`` request for the
 export step, and a ``seed``. The same recipe on the same model, data and seed gives the same
-checkpoint, cached by content hash. Methods register with :func:`method`; the algorithms live in
-``models/pruning.py``; the built-in library is ``models/recipes/*.yaml`` and users pass a path.
+checkpoint, cached by content hash. A method is a :class:`Method` subclass declared with
+``@METHODS.register`` (its name, params model and schedule kinds: the one place :func:`parse`
+validates against); the algorithms live in ``models/pruning.py``; the built-in library is
+``models/recipes/*.yaml`` and users pass a path.
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.registry import Registry
+from edgebench.bench.contracts.strict import Strict
 
 LIBRARY = Path(__file__).parent / "recipes"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+ALL_SCHEDULES = ("one_shot", "iterative", "agp")
 
 class Distill(Strict):
     """Knowledge distillation from the dense model during fine-tuning (Hinton et al.)."""
@@ -95,36 +95,6 @@ class Recipe(Strict):
         return out
 
 
-class DenseParams(Strict):
-    pass
-
-
-class MagnitudeParams(Strict):
-    sparsity: float = Field(..., ge=0.0, lt=1.0, description="share of weights set to zero")
-    scope: Literal["global", "layer"] = "global"
-    criterion: Literal["l1"] = "l1"
-
-
-class ChannelParams(Strict):
-    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of each layer's output channels removed (torch-pruning's pruning_ratio)")
-    importance: Literal["l1", "l2", "fpgm", "taylor"] = "l2"
-    global_: bool = Field(False, alias="global", description="rank channels across layers instead of within each layer")
-    round_to: int | None = Field(None, ge=1, le=1024, description="keep channel counts multiples of this")
-
-
-class SemiStructuredParams(Strict):
-    n: Literal[2] = 2
-    m: Literal[4] = 4
-    criterion: Literal["l1"] = "l1"
-
-
-class SlimmingParams(Strict):
-    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of channels removed, ranked by |BN scale|")
-    l1: float = Field(1e-4, ge=0.0, le=1.0, description="L1 penalty on BatchNorm scales during sparsity training")
-    epochs: int = Field(..., ge=0, le=1000, description="sparsity-regularised training epochs before pruning")
-    global_: bool = Field(True, alias="global", description="one |gamma| threshold across layers (the paper's choice)")
-
-
 @dataclass
 class PruneContext:
     """What a pruning method may use besides the module and its params.
@@ -133,7 +103,6 @@ class PruneContext:
     training split with the recipe's fine-tune settings (and its distillation teacher, if any) unless
     overridden; ``example`` is one input batch (a torch tensor) for tracing; ``batches(n)`` yields
     ``n`` (inputs, labels) training batches, e.g. for Taylor importance; ``classifier`` is the final
-    layer, which keeps its output width.
     layer, which keeps its output width (None: the last Linear). ``schedule`` is the recipe's
     :class:`Schedule`, filled in by :func:`apply`.
     """
@@ -145,26 +114,26 @@ class PruneContext:
     schedule: Schedule | None = None
 
 
-@dataclass(frozen=True)
 class Method:
-    params: type[Strict]
-    apply: Callable[[Any, Any, PruneContext], Any]  # (module, params, context) -> pruned module
-    schedules: tuple[str, ...] = ("one_shot",)
+    """A pruning method. Subclass it, set ``name``, ``params`` (the Strict model of its ``params:``)
+    and ``schedules`` (the schedule kinds it supports; it reads the steps from ``ctx.schedule``),
+    implement :meth:`prune` and declare it with ``@METHODS.register``: nothing else lists methods."""
+
+    name: ClassVar[str]
+    params: ClassVar[type[Strict]]
+    schedules: ClassVar[tuple[str, ...]] = ("one_shot",)
+
+    def prune(self, module: Any, params: Any, ctx: PruneContext) -> Any:
+        """Return the pruned ``module`` (structured methods shrink layers in place)."""
+        raise NotImplementedError
+
+    def expectations(self, params: Any) -> dict[str, Any]:
+        """What the exported artifact must show, for the backend's artifact check (e.g.
+        ``{"pattern": "2:4"}``: the pattern survived export). Default: nothing to check."""
+        return {}
 
 
-METHODS: dict[str, Method] = {}
-ALL_SCHEDULES = ("one_shot", "iterative", "agp")
-
-
-def method(name: str, params: type[Strict], schedules: tuple[str, ...] = ("one_shot",)) -> Callable[[Callable], Callable]:
-    """Register ``fn(module, params, ctx) -> module`` as ``name``; ``schedules`` are the schedule
-    kinds it supports (it reads the steps from ``ctx.schedule``)."""
-
-    def deco(fn: Callable) -> Callable:
-        METHODS[name] = Method(params, fn, tuple(schedules))
-        return fn
-
-    return deco
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def prunable_layers(module: Any) -> list[tuple[Any, str]]:
@@ -174,42 +143,108 @@ def prunable_layers(module: Any) -> list[tuple[Any, str]]:
     return [(m, "weight") for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@method("dense", DenseParams)
-def _dense(module: Any, params: DenseParams, ctx: PruneContext) -> Any:
-    return module
+# -- the methods: each its params model and its class, declared where it is defined ------------------
+# (models/pruning.py imports torch, so each method imports it when it runs: recipes load without torch)
 
 
-@method("magnitude_unstructured", MagnitudeParams, schedules=ALL_SCHEDULES)
-def _magnitude(module: Any, params: MagnitudeParams, ctx: PruneContext) -> Any:
+class DenseParams(Strict):
+    pass
+
+
+@METHODS.register
+class Dense(Method):
+    """The dense model itself: the reference every recipe is compared with."""
+
+    name = "dense"
+    params = DenseParams
+
+    def prune(self, module: Any, params: DenseParams, ctx: PruneContext) -> Any:
+        return module
+
+
+class MagnitudeParams(Strict):
+    sparsity: float = Field(..., ge=0.0, lt=1.0, description="share of weights set to zero")
+    scope: Literal["global", "layer"] = "global"
+    criterion: Literal["l1"] = "l1"
+
+
+@METHODS.register
+class MagnitudeUnstructured(Method):
     """L1 magnitude pruning (``torch.nn.utils.prune``) to the schedule's targets, fine-tuned under the
     masks, then made permanent."""
-    from edgebench.models import pruning
 
-    return pruning.magnitude_unstructured(module, params.sparsity, params.scope, ctx.schedule, ctx)
+    name = "magnitude_unstructured"
+    params = MagnitudeParams
+    schedules = ALL_SCHEDULES
+
+    def prune(self, module: Any, params: MagnitudeParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning
+
+        return pruning.magnitude_unstructured(module, params.sparsity, params.scope, ctx.schedule, ctx)
 
 
-@method("channel", ChannelParams, schedules=ALL_SCHEDULES)
-def _channel(module: Any, params: ChannelParams, ctx: PruneContext) -> Any:
+class ChannelParams(Strict):
+    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of each layer's output channels removed (torch-pruning's pruning_ratio)")
+    importance: Literal["l1", "l2", "fpgm", "taylor"] = "l2"
+    global_: bool = Field(False, alias="global", description="rank channels across layers instead of within each layer")
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep channel counts multiples of this")
+
+
+@METHODS.register
+class Channel(Method):
     """Structured channel pruning on torch-pruning's dependency graph: the module shrinks."""
-    from edgebench.models import pruning
 
-    return pruning.channel(module, params.ratio, params.importance, params.global_, params.round_to, ctx.schedule, ctx)
+    name = "channel"
+    params = ChannelParams
+    schedules = ALL_SCHEDULES
+
+    def prune(self, module: Any, params: ChannelParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning
+
+        return pruning.channel(module, params.ratio, params.importance, params.global_, params.round_to, ctx.schedule, ctx)
 
 
-@method("semi_structured_2_4", SemiStructuredParams)
-def _semi_structured(module: Any, params: SemiStructuredParams, ctx: PruneContext) -> Any:
+class SemiStructuredParams(Strict):
+    n: Literal[2] = 2
+    m: Literal[4] = 4
+    criterion: Literal["l1"] = "l1"
+
+
+@METHODS.register
+class SemiStructured(Method):
     """2:4 sparsity along the input channels of every eligible Conv2d/Linear (one-shot only)."""
-    from edgebench.models import pruning
 
-    return pruning.semi_structured(module, params.n, params.m, ctx)
+    name = "semi_structured_2_4"
+    params = SemiStructuredParams
+
+    def prune(self, module: Any, params: SemiStructuredParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning
+
+        return pruning.semi_structured(module, params.n, params.m, ctx)
+
+    def expectations(self, params: SemiStructuredParams) -> dict[str, Any]:
+        return {"pattern": f"{params.n}:{params.m}"}
 
 
-@method("network_slimming", SlimmingParams, schedules=ALL_SCHEDULES)
-def _slimming(module: Any, params: SlimmingParams, ctx: PruneContext) -> Any:
+class SlimmingParams(Strict):
+    ratio: float = Field(..., gt=0.0, lt=1.0, description="share of channels removed, ranked by |BN scale|")
+    l1: float = Field(1e-4, ge=0.0, le=1.0, description="L1 penalty on BatchNorm scales during sparsity training")
+    epochs: int = Field(..., ge=0, le=1000, description="sparsity-regularised training epochs before pruning")
+    global_: bool = Field(True, alias="global", description="one |gamma| threshold across layers (the paper's choice)")
+
+
+@METHODS.register
+class NetworkSlimming(Method):
     """Network slimming: L1 on BN scales while training, then remove the smallest-|gamma| channels."""
-    from edgebench.models import pruning
 
-    return pruning.network_slimming(module, params.ratio, params.l1, params.epochs, params.global_, ctx.schedule, ctx)
+    name = "network_slimming"
+    params = SlimmingParams
+    schedules = ALL_SCHEDULES
+
+    def prune(self, module: Any, params: SlimmingParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning
+
+        return pruning.network_slimming(module, params.ratio, params.l1, params.epochs, params.global_, ctx.schedule, ctx)
 
 
 def builtin_names() -> list[str]:
@@ -241,9 +276,9 @@ def parse(data: dict[str, Any], source: str | Path) -> Recipe:
         known = {"": _keys(Recipe), "finetune": _keys(FineTune), "finetune.distill": _keys(Distill),
                  "schedule": _keys(Schedule), "quantize": _keys(Quantize)}
         raise from_validation_error(source, exc, known) from None
+    if recipe.method not in METHODS:
+        raise ConfigError(f"{source}: method: unknown method {recipe.method!r}; choose one of: {', '.join(METHODS.names())}")
     m = METHODS.get(recipe.method)
-    if m is None:
-        raise ConfigError(f"{source}: method: unknown method {recipe.method!r}; choose one of: {', '.join(sorted(METHODS))}")
     try:
         m.params.model_validate(recipe.params)
     except ValidationError as exc:
@@ -265,10 +300,16 @@ class _prefixed:
         return [{**e, "loc": ("params", *e["loc"])} for e in self._exc.errors()]
 
 
+def expectations(recipe: Recipe) -> dict[str, Any]:
+    """What ``recipe``'s method promises about the exported artifact (see :meth:`Method.expectations`)."""
+    m = METHODS.get(recipe.method)
+    return m().expectations(m.params.model_validate(recipe.params))
+
+
 def apply(recipe: Recipe, module: Any, ctx: PruneContext) -> Any:
     """Apply ``recipe`` to ``module`` and return the pruned module (structured methods shrink layers
     in place). The method reads the recipe's schedule from ``ctx.schedule``."""
-    m = METHODS[recipe.method]
+    m = METHODS.get(recipe.method)
     if recipe.schedule.kind not in m.schedules:
         raise ValueError(f"method {recipe.method!r} does not support schedule kind {recipe.schedule.kind}")
-    return m.apply(module, m.params.model_validate(recipe.params), replace(ctx, schedule=recipe.schedule))
+    return m().prune(module, m.params.model_validate(recipe.params), replace(ctx, schedule=recipe.schedule))

@@ -1,6 +1,7 @@
 """Compare two runs cell by cell: per metric improved, regressed, unchanged or inconclusive.
 
-Cells match on (model, recipe, backend, precision, batch, target). Latency is judged from every stored
+Cells match on their identity (:class:`~edgebench.bench.contracts.identity.CellId`: model, recipe, backend,
+precision, batch, target). Latency is judged from every stored
 sample, made robust to what a noisy board does to them:
 
 - **Autocorrelation.** Samples come in bursts (a busy neighbour, a frequency change), so they are not
@@ -38,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.bench.contracts.flags import texts
+from edgebench.bench.contracts.identity import CellId
 from edgebench.bench.store import CellRecord, RunRecord
 
 IMPROVED, REGRESSED, UNCHANGED, INCONCLUSIVE = "improved", "regressed", "unchanged", "inconclusive"
-COORDS = ("model", "recipe", "backend", "precision", "batch", "target")
 MAX_BLOCKS = 30
 MIN_BLOCK = 10
 MIN_BLOCKS = 6
@@ -101,6 +103,10 @@ class CellComparison:
 
     def metric(self, name: str) -> MetricVerdict | None:
         return next((m for m in self.metrics if m.metric == name), None)
+
+    @property
+    def id(self) -> CellId:
+        return CellId.of(self)
 
 
 @dataclass
@@ -274,8 +280,9 @@ def threshold_verdict(metric: str, base: float | None, head: float | None, rel: 
 
 # -- cells -----------------------------------------------------------------------------------
 
-def coordinates(cell: CellRecord) -> tuple[Any, ...]:
-    return tuple(getattr(cell, c) for c in COORDS)
+def coordinates(cell: CellRecord) -> CellId:
+    """What a cell is matched on across runs: its identity."""
+    return CellId.of(cell)
 
 
 def disturbance(cell: CellRecord) -> str | None:
@@ -286,10 +293,10 @@ def disturbance(cell: CellRecord) -> str | None:
     if r.contention is not None and r.contention.contended:
         share = r.contention.other_cpu_share
         return "contended" + (f" (other processes used {share:.0%} of the CPU)" if share is not None else "")
-    for w in r.warnings:
-        if w.lower().startswith("throttl"):
-            return w
-    if r.backend_info.get("throttled"):
+    throttled = texts(r.flags, "throttled")
+    if throttled:
+        return throttled[0]
+    if (r.device or {}).get("throttled"):  # the device report, where no flag was recorded for it
         return "throttled"
     return None
 
@@ -315,7 +322,7 @@ def _option_notes(base: CellRecord, head: CellRecord) -> list[str]:
 def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50: list[float] | None = None,
                  pooled: tuple[float, int] | None = None) -> CellComparison:
     """Every metric of one matched cell, and the cell's verdict (regressed if any metric regressed)."""
-    out = CellComparison(head.cell_key, *coordinates(head), status="compared", verdict=UNCHANGED, notes=_option_notes(base, head))
+    out = CellComparison(head.cell_key, *coordinates(head).parts(), status="compared", verdict=UNCHANGED, notes=_option_notes(base, head))
     if head.status != "ok":
         out.status, out.verdict = ("failed-in-head", REGRESSED) if base.status == "ok" and head.status == "failed" else ("not-measured", INCONCLUSIVE)
         out.notes.append(f"head {head.status}: {head.error}")
@@ -363,8 +370,9 @@ def pooled_noise(pairs: list[tuple[CellRecord, CellRecord]]) -> tuple[float, int
 
 
 def compare_cells(base_cells: list[CellRecord], head_cells: list[CellRecord], th: Thresholds,
-                  history: dict[tuple[Any, ...], list[float]] | None = None) -> list[CellComparison]:
-    """Match cells by coordinates and compare each pair; cells on one side only are listed as such."""
+                  history: dict[CellId, list[float]] | None = None) -> list[CellComparison]:
+    """Match cells by identity and compare each pair; cells on one side only are listed as such.
+    ``history``: each head cell's p50 in its earlier clean runs, by identity."""
     base_by = {coordinates(c): c for c in base_cells}
     head_by = {coordinates(c): c for c in head_cells}
     pooled = pooled_noise([(base_by[k], h) for k, h in head_by.items() if k in base_by])
@@ -372,10 +380,10 @@ def compare_cells(base_cells: list[CellRecord], head_cells: list[CellRecord], th
     for k, head in head_by.items():
         base = base_by.get(k)
         if base is None:
-            out.append(CellComparison(head.cell_key, *k, status="only-in-head", verdict=INCONCLUSIVE, notes=["new cell: nothing to compare with"]))
+            out.append(CellComparison(head.cell_key, *k.parts(), status="only-in-head", verdict=INCONCLUSIVE, notes=["new cell: nothing to compare with"]))
             continue
         out.append(compare_cell(base, head, th, (history or {}).get(k), pooled))
     for k, base in base_by.items():
         if k not in head_by:
-            out.append(CellComparison(base.cell_key, *k, status="only-in-base", verdict=INCONCLUSIVE, notes=["not in the head run"]))
+            out.append(CellComparison(base.cell_key, *k.parts(), status="only-in-base", verdict=INCONCLUSIVE, notes=["not in the head run"]))
     return out

@@ -92,3 +92,25 @@ def check(target: str, base: dict[str, Any], head: dict[str, Any], backends: set
         if base.get(k) != head.get(k):
             result.differences.append(Difference(k, base.get(k), head.get(k), False))
     return result
+
+
+def fingerprint_line(fp: dict[str, Any], short: bool = False) -> str:
+    """A target's environment in one line. The Markdown report's (default): board, CPU, cores, governors,
+    power mode, memory, OS, kernel, Python, backends and edgebench; ``short`` (the HTML's, beside a link
+    to the full fingerprint): CPU, cores, memory, OS, kernel, Python and backends, "not recorded" for none."""
+    if short and not fp:
+        return "not recorded"
+    if "error" in fp:
+        return str(fp["error"])
+    backends = ", ".join(f"{k} {v.get('version')}" for k, v in (fp.get("backends") or {}).items() if isinstance(v, dict) and v.get("available"))
+    if short:
+        return (f"{fp.get('cpu_model')} · {fp.get('logical_cpus')} logical CPUs · {fp.get('memory_total_mib')} MiB · {fp.get('os')} · "
+                f"kernel {fp.get('kernel')} · Python {fp.get('python')} · {backends}")
+    gov = fp.get("cpufreq")
+    governors = ", ".join(sorted({p["governor"] for p in gov})) if isinstance(gov, list) else "not available"
+    board = fp.get("board_model")
+    power = f", power mode {fp['nvpmodel']}" if fp.get("nvpmodel") not in (None, "not available") else ""
+    return ((f"{board}: " if board and board != "not available" else "")
+            + f"{fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, governor: {governors}{power}), "
+            f"{fp.get('memory_total_mib')} MiB, {fp.get('os')}, kernel {fp.get('kernel')}, Python {fp.get('python')}, "
+            f"{backends}; edgebench {fp.get('edgebench_version')} @ {fp.get('edgebench_commit')}")

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.bench.contracts.identity import CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
+from edgebench.reports.compare import disturbance
 
 METRICS = ("p50", "p90")
 
@@ -59,16 +61,19 @@ class ChangePoint:
 
 @dataclass
 class History:
-    cell: dict[str, Any]
+    cell: dict[str, Any]  # the cell's identity as data (CellId's fields)
     metric: str
     points: list[HistoryPoint] = field(default_factory=list)
     change_points: list[ChangePoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
+    def id(self) -> CellId:
+        return CellId(**self.cell)
+
+    @property
     def label(self) -> str:
-        c = self.cell
-        return f"{c['model']}/{c['recipe']}/{c['backend']}/{c['precision']}/b{c['batch']}/{c['target']}"
+        return self.id.key
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,8 +138,6 @@ def _without_transients(y: np.ndarray, starts: list[int], min_effect: float, tra
 
 
 def _point(run: RunRecord, cell: CellRecord, metric: str) -> HistoryPoint:
-    from edgebench.reports.compare import disturbance
-
     lat = cell.result.latency if cell.result and cell.status == "ok" else None
     value = getattr(lat, f"{metric}_ms") if lat else None
     return HistoryPoint(run.id, run.created_at.isoformat(), run.git_commit, cell.status, value,
@@ -177,8 +180,8 @@ def build(cell: dict[str, Any], rows: list[tuple[RunRecord, CellRecord]], metric
 def load(store: Store, model: str, recipe: str, backend: str, precision: str, batch: int, target: str, metric: str = "p50",
          until: str | None = None, limit: int = 200, **kwargs: Any) -> History:
     """The stored history of one cell (up to run ``until``), with change points."""
-    cell = {"model": model, "recipe": recipe, "backend": backend, "precision": precision, "batch": batch, "target": target}
-    return build(cell, store.cell_history(model, recipe, backend, precision, batch, target, until=until, limit=limit), metric, **kwargs)
+    cell = CellId(model, recipe, backend, precision, batch, target)
+    return build(asdict(cell), store.cell_history(*cell.parts(), until=until, limit=limit), metric, **kwargs)
 
 
 def for_run(store: Store, run_id: str, cells: list[Any], metric: str = "p50", limit: int = 60) -> dict[str, History]:
@@ -187,7 +190,7 @@ def for_run(store: Store, run_id: str, cells: list[Any], metric: str = "p50", li
     for c in cells:
         if c.status != "ok":
             continue
-        h = load(store, c.model, c.recipe, c.backend, c.precision, c.batch, c.target, metric, until=run_id, limit=limit)
+        h = load(store, *CellId.of(c).parts(), metric, until=run_id, limit=limit)
         if len(h.points) >= 2:
             out[c.cell_key] = h
     return out

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 
-from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.flags import has
 from edgebench.reports.stats import Bootstrapper, RatioCI
 from edgebench.reports.tables import Row, RunReport, accuracy_reference
 
 SMALL_MARGIN = 0.05  # below this, say that one repeat run on a shared machine can move it
+# Flags that make a close result on the recommended cell(s) worth re-measuring on an idle machine.
+MEASUREMENT_NOISE = ("contended", "high-variance", "measurement-capped")
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,17 @@ class Candidate:
     row: Row
     value: float
     drop_pts: float | None  # top-1 points lost against ``reference`` (None: no accuracy or no dense cell)
-    reference: str
+    reference: str  # how the accuracy reference was chosen, in words
     vs_best: list[RatioCI] = field(default_factory=list)  # empty for the best, and without samples
     tied: bool = False  # statistically indistinguishable from the best (the best itself: True)
     same_compute: bool = False  # runs exactly the computation the best runs (zeros stored and run dense)
     rank: int = 0
+    reference_row: Row | None = None  # the dense row ``drop_pts`` is measured against
+
+    @property
+    def reference_elsewhere(self) -> bool:
+        """The accuracy reference ran on another backend (no dense cell of this one ran)."""
+        return self.reference_row is not None and self.reference_row.backend != self.row.backend
 
     @property
     def ratio(self) -> float | None:
@@ -103,10 +113,24 @@ class Candidate:
         return self.vs_best[0].ratio if self.vs_best else None
 
 
+class Why(Enum):
+    """Why a cell is not a candidate."""
+
+    NOT_MEASURED = "not measured"           # failed or skipped
+    OTHER_BATCH = "other batch"             # --batch asked for another one
+    NO_ACCURACY = "no accuracy"             # the accuracy-drop limit cannot be checked
+    NO_REFERENCE = "no reference"           # no dense cell to measure the drop against
+    ACCURACY_DROP = "accuracy drop"         # over the limit
+    NO_MEMORY = "no memory"                 # the memory limit cannot be checked
+    MEMORY = "memory"                       # over the limit
+    NO_OBJECTIVE = "no objective value"     # the objective itself was not measured (e.g. no energy sampler)
+
+
 @dataclass
 class Exclusion:
     row: Row
     reason: str
+    why: Why
 
 
 @dataclass
@@ -227,14 +251,14 @@ def describe_margin(rec: Recommendation) -> str | None:
 
 
 def _runs_dense(row: Row) -> bool:
-    return row.is_dense or any(w.startswith("sparse-not-used") for w in row.warnings)
+    return row.is_dense or has(row.flags, "sparse-not-used")
 
 
 def same_computation(a: Row, b: Row) -> bool:
     """Two cells that execute the very same work: same model, backend, precision and batch, the same
     parameter count and MACs, and any zeros stored and run dense (``sparse-not-used``). Whatever latency
     difference they show is measurement noise, however narrow its interval."""
-    return (a.model == b.model and a.backend == b.backend and a.precision == b.precision and a.batch == b.batch
+    return (a.id.measurement == b.id.measurement
             and a.params is not None and a.params == b.params and a.macs is not None and a.macs == b.macs
             and _runs_dense(a) and _runs_dense(b))
 
@@ -280,47 +304,49 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
                      "limit does not apply; ranked on the objective alone - check agreement with dense in the cell table")
     for row in rows:
         if row.status != "ok":
-            excluded.append(Exclusion(row, f"{row.status}: {row.error or 'no reason recorded'}"))
+            excluded.append(Exclusion(row, f"{row.status}: {row.error or 'no reason recorded'}", Why.NOT_MEASURED))
             continue
         if c.batch is not None and row.batch != c.batch:
-            excluded.append(Exclusion(row, f"batch {row.batch}; only batch {c.batch} was asked for"))
+            excluded.append(Exclusion(row, f"batch {row.batch}; only batch {c.batch} was asked for", Why.OTHER_BATCH))
             continue
         drop: float | None = None
         how = "no accuracy measured"
+        ref: Row | None = None
         if row.top1 is None:
             if c.max_accuracy_drop_pts is not None and not latency_only:
                 excluded.append(Exclusion(row, "no accuracy measured (no labelled evaluation split), so the accuracy-drop limit cannot be "
-                                               "checked; --no-accuracy-limit ranks it on the objective alone"))
+                                               "checked; --no-accuracy-limit ranks it on the objective alone", Why.NO_ACCURACY))
                 continue
         else:
             ref, how = accuracy_reference(row, report.rows)
             if ref is None:
                 if c.max_accuracy_drop_pts is not None:
-                    excluded.append(Exclusion(row, f"accuracy drop unknown: {how}"))
+                    excluded.append(Exclusion(row, f"accuracy drop unknown: {how}", Why.NO_REFERENCE))
                     continue
             else:
                 drop = (ref.top1 - row.top1) * 100
                 if c.max_accuracy_drop_pts is not None and drop > c.max_accuracy_drop_pts + 1e-9:
-                    excluded.append(Exclusion(row, f"top-1 {row.top1:.2%} is {drop:.2f} pts below {how} ({ref.top1:.2%}); limit {c.max_accuracy_drop_pts:g} pts"))
+                    excluded.append(Exclusion(row, f"top-1 {row.top1:.2%} is {drop:.2f} pts below {how} ({ref.top1:.2%}); "
+                                                   f"limit {c.max_accuracy_drop_pts:g} pts", Why.ACCURACY_DROP))
                     continue
         if c.max_memory_mib is not None:
             if row.peak_rss_mib is None:
-                excluded.append(Exclusion(row, "no peak memory measured to check the memory limit against"))
+                excluded.append(Exclusion(row, "no peak memory measured to check the memory limit against", Why.NO_MEMORY))
                 continue
             if row.peak_rss_mib > c.max_memory_mib:
-                excluded.append(Exclusion(row, f"peak RSS {_mib(row.peak_rss_mib)} over the limit of {_mib(c.max_memory_mib)}"))
+                excluded.append(Exclusion(row, f"peak RSS {_mib(row.peak_rss_mib)} over the limit of {_mib(c.max_memory_mib)}", Why.MEMORY))
                 continue
         value = obj.value(row)
         if value is None:
-            excluded.append(Exclusion(row, obj.missing.format(target=target)))
+            excluded.append(Exclusion(row, obj.missing.format(target=target), Why.NO_OBJECTIVE))
             continue
-        candidates.append(Candidate(row, float(value), drop, how))
+        candidates.append(Candidate(row, float(value), drop, how, reference_row=ref))
 
     sign = 1 if obj.lower_is_better else -1
     candidates.sort(key=lambda k: (sign * k.value, -(k.row.top1 or 0), k.row.size_bytes or 0, k.row.cell_key))
     for i, cand in enumerate(candidates, 1):
         cand.rank = i
-    if obj.name == "energy" and not candidates and any(e.reason.startswith("no energy") for e in excluded):
+    if obj.name == "energy" and not candidates and any(e.why is Why.NO_OBJECTIVE for e in excluded):
         notes.append(f"no cell on {target} has an energy measurement: this target has no energy sampler, so the energy objective cannot be ranked")
 
     if not candidates:
@@ -369,10 +395,11 @@ def _explain(rec: Recommendation) -> None:
     if m is not None and rec.verdict == "win" and m[0] - 1 < SMALL_MARGIN and rec.objective.statistics:
         notes.append(f"the margin is under {SMALL_MARGIN:.0%}: statistically clear within this run, but a repeat run on a shared machine can move it")
     group = rec.tied if rec.verdict == "tie" else [best]
-    flagged = sorted({w.split(":")[0] for k in group for w in k.row.warnings if w.startswith(("contended", "high variance", "measurement"))})
+    # named by each warning's own words before its details (what the cell table's tooltip shows)
+    flagged = sorted({f.text.split(":")[0] for k in group for f in k.row.flags if f.code in MEASUREMENT_NOISE})
     if flagged and rec.objective.statistics:
         notes.append(f"measurement warnings on the recommended cell(s): {', '.join(flagged)}; re-run on an idle machine before trusting a close result")
-    if best is not None and best.drop_pts is not None and not best.reference.startswith(f"dense on {best.row.backend}"):
+    if best is not None and best.drop_pts is not None and best.reference_elsewhere:
         notes.append(f"accuracy drop of the best measured against {best.reference}")
 
 

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from edgebench.bench.store import Store
-from edgebench.reports.html import size_text
+from edgebench.reports import history as histmod
+from edgebench.reports import html
+from edgebench.reports.environment import fingerprint_line
+from edgebench.reports.htmlkit import size_text
+from edgebench.reports.recommend import Constraints, describe_margin, recommend
+from edgebench.reports.stats import Bootstrapper
 from edgebench.reports.tables import Row, RunReport, by_target, device_line, load
 
 
 def fmt(value: Any, spec: str = ".3f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
-
-
-def _macs(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f} M" if n < 1e9 else f"{n / 1e9:.2f} G"
 
 
 def table_cells(row: Row) -> list[str]:
@@ -41,24 +39,8 @@ HEADERS = ["model", "recipe", "backend", "prec", "batch", "p50 ms", "p90 ms", "p
            "peak RSS MiB (+load)", "size", "w. sparsity", "top-1", "agree w/ dense", "Δtop-1 pts", "speedup p50"]
 
 
-def _fingerprint_line(fp: dict[str, Any]) -> str:
-    if "error" in fp:
-        return fp["error"]
-    gov = fp.get("cpufreq")
-    governors = ", ".join(sorted({p["governor"] for p in gov})) if isinstance(gov, list) else "not available"
-    backends = ", ".join(f"{k} {v['version']}" for k, v in fp.get("backends", {}).items() if v.get("available"))
-    board = fp.get("board_model")
-    power = f", power mode {fp['nvpmodel']}" if fp.get("nvpmodel") not in (None, "not available") else ""
-    return ((f"{board}: " if board and board != "not available" else "")
-            + f"{fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, governor: {governors}{power}), "
-            f"{fp.get('memory_total_mib')} MiB, {fp.get('os')}, kernel {fp.get('kernel')}, Python {fp.get('python')}, "
-            f"{backends}; edgebench {fp.get('edgebench_version')} @ {fp.get('edgebench_commit')}")
-
-
 def recommendations(report: RunReport, bootstrapper: Any = None) -> dict[str, list[Any]]:
     """The default-constraint recommendation per target (the HTML section's, and ``edgebench recommend``'s)."""
-    from edgebench.reports.recommend import Constraints, recommend
-
     return {t: recommend(report, t, Constraints(), bootstrapper=bootstrapper) for t in by_target(report.rows)}
 
 
@@ -77,8 +59,6 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         "model, backend and batch: the fp32 cell, so quantised rows show what quantising gained and lost. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
     ]
     if recs:
-        from edgebench.reports.recommend import describe_margin
-
         out += ["", "## Recommendation", "",
                 "p90 latency, top-1 drop of at most 1 pt vs dense on the same backend (`edgebench recommend` for other constraints; "
                 "report.html for the ranked candidates and exclusions). A tie means the bootstrap interval of the latency ratio includes 1.", ""]
@@ -87,7 +67,7 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
                 margin = describe_margin(rec)
                 out.append(f"- `{target}` / {rec.model}: **{rec.headline()}** ({rec.verdict}{'; ' + margin if margin else ''})")
     for target, rows in by_target(report.rows).items():
-        out += ["", f"## Target `{target}`", "", f"Environment: {_fingerprint_line(report.environments.get(target, {}))}", ""]
+        out += ["", f"## Target `{target}`", "", f"Environment: {fingerprint_line(report.environments.get(target, {}))}", ""]
         out.append("| " + " | ".join(HEADERS) + " |")
         out.append("|" + "---|" * len(HEADERS))
         for row in rows:
@@ -116,9 +96,6 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
 def write(store: Store, run_id: str, reports_root: Path) -> Path:
     """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder:
     ``report.md``, ``report.json``, ``cells.csv``, ``samples.csv`` and the self-contained ``report.html``."""
-    from edgebench.reports import html
-    from edgebench.reports.stats import Bootstrapper
-
     report = load(store, run_id, with_samples=True)
     out = Path(reports_root) / report.run.id
     out.mkdir(parents=True, exist_ok=True)
@@ -128,12 +105,11 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
     data = report.to_dict()
     data["recommendations"] = {t: [r.to_dict() for r in items] for t, items in recs.items()}
     (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
-    names = [f.name for f in fields(Row)]
     with open(out / "cells.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
+        writer = csv.DictWriter(f, fieldnames=Row.columns())
         writer.writeheader()
         for row in report.rows:
-            d = asdict(row)
+            d = row.to_dict()
             d["warnings"] = "; ".join(row.warnings)
             writer.writerow(d)
     with open(out / "samples.csv", "w", newline="") as f:
@@ -142,7 +118,5 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
         for row in report.rows:
             for i, v in enumerate(report.samples.get(row.cell_key, [])):
                 writer.writerow([row.cell_key, i, v])
-    from edgebench.reports import history as histmod
-
     html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows))
     return out

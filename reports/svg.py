@@ -121,6 +121,40 @@ class _Legend:
     dash: str | None = None
 
 
+# Margins of the plot area inside a chart (px): room for tick labels, axis labels and the title.
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 18, 30, 46
+
+
+@dataclass
+class _Frame:
+    """Where the plot area lies in the SVG and which data range it shows."""
+
+    left: int
+    top: int
+    pw: int
+    ph: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    xlog: bool
+    ylog: bool
+
+    def tx(self, v: float) -> float:
+        if self.xlog:
+            return self.left + (math.log10(max(v, 1e-300)) - math.log10(self.x0)) / (math.log10(self.x1) - math.log10(self.x0)) * self.pw
+        return self.left + (v - self.x0) / (self.x1 - self.x0) * self.pw
+
+    def ty(self, v: float) -> float:
+        if self.ylog:
+            return self.top + self.ph - (math.log10(max(v, 1e-300)) - math.log10(self.y0)) / (math.log10(self.y1) - math.log10(self.y0)) * self.ph
+        return self.top + self.ph - (v - self.y0) / (self.y1 - self.y0) * self.ph
+
+    def shows(self, x: float, y: float) -> bool:
+        """A finite point, positive on a log axis."""
+        return math.isfinite(x) and math.isfinite(y) and (x > 0 or not self.xlog) and (y > 0 or not self.ylog)
+
+
 @dataclass
 class Chart:
     """One chart. Add marks with :meth:`points` and :meth:`line`, then :meth:`render` to an SVG string."""
@@ -191,11 +225,20 @@ class Chart:
         return rows if rows[0] else []
 
     def render(self) -> str:
-        left, right, top, bottom = 64, 18, 30, 46
-        legend_rows = self._legend_rows(self.width - left - right)
-        legend_h = 18 * len(legend_rows) + (6 if legend_rows else 0)
-        height = self.height + legend_h
-        pw, ph = self.width - left - right, self.height - top - bottom
+        """The chart as one ``<svg>`` element: frame and title, axes with ticks, the marks, the legend."""
+        legend_rows = self._legend_rows(self.width - _LEFT - _RIGHT)
+        height = self.height + 18 * len(legend_rows) + (6 if legend_rows else 0)
+        f = self._frame()
+        out = self._head(f, height) + self._axes(f)
+        out.append(f'<g class="data" clip-path="url(#{escape(self.chart_id)}-clip)">')
+        out += self._hline_marks(f) + self._line_marks(f) + self._point_marks(f)
+        out.append("</g>")
+        out += self._legend_marks(legend_rows)
+        out.append("</svg>")
+        return "\n".join(out)
+
+    def _frame(self) -> _Frame:
+        """The plot area and the data domain it shows (padded, bounded by ``ybounds``)."""
         xs = [x for p in self._points for x in p.xs] + [x for ln in self._lines for x in ln.xs]
         ys = [y for p in self._points for y in p.ys] + [y for ln in self._lines for y in ln.ys] + [h[0] for h in self._hlines]
         x0, x1 = self._domain(xs, self.xlog, self.xlim)
@@ -204,49 +247,50 @@ class Chart:
             y0, y1 = max(y0, self.ybounds[0]), min(y1, self.ybounds[1])
             if y1 <= y0:
                 y0, y1 = self.ybounds
-        def tx(v: float) -> float:
-            if self.xlog:
-                return left + (math.log10(max(v, 1e-300)) - math.log10(x0)) / (math.log10(x1) - math.log10(x0)) * pw
-            return left + (v - x0) / (x1 - x0) * pw
+        return _Frame(_LEFT, _TOP, self.width - _LEFT - _RIGHT, self.height - _TOP - _BOTTOM, x0, x1, y0, y1, self.xlog, self.ylog)
 
-        def ty(v: float) -> float:
-            if self.ylog:
-                return top + ph - (math.log10(max(v, 1e-300)) - math.log10(y0)) / (math.log10(y1) - math.log10(y0)) * ph
-            return top + ph - (v - y0) / (y1 - y0) * ph
-
+    def _head(self, f: _Frame, height: int) -> list[str]:
         cid = escape(self.chart_id)
-        out = [f'<svg class="chart" id="{cid}" xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
-               f'viewBox="0 0 {self.width} {height}" role="img" aria-label="{escape(self.title)}">',
-               f"<title>{escape(self.title)}</title>",
-               f'<defs><clipPath id="{cid}-clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath></defs>',
-               f'<rect class="frame" x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#bbb"/>',
-               f'<text class="chart-title" x="{left}" y="18" font-size="13" font-weight="600" fill="#222">{escape(self.title)}</text>']
-        # grid and ticks
-        xt = log_ticks(x0, x1) if self.xlog else nice_ticks(x0, x1, 6)
-        yt = log_ticks(y0, y1) if self.ylog else nice_ticks(y0, y1, 5)
+        return [f'<svg class="chart" id="{cid}" xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
+                f'viewBox="0 0 {self.width} {height}" role="img" aria-label="{escape(self.title)}">',
+                f"<title>{escape(self.title)}</title>",
+                f'<defs><clipPath id="{cid}-clip"><rect x="{f.left}" y="{f.top}" width="{f.pw}" height="{f.ph}"/></clipPath></defs>',
+                f'<rect class="frame" x="{f.left}" y="{f.top}" width="{f.pw}" height="{f.ph}" fill="#fff" stroke="#bbb"/>',
+                f'<text class="chart-title" x="{f.left}" y="18" font-size="13" font-weight="600" fill="#222">{escape(self.title)}</text>']
+
+    def _axes(self, f: _Frame) -> list[str]:
+        """Grid lines, tick labels and the axis labels."""
+        left, top, pw, ph = f.left, f.top, f.pw, f.ph
+        xt = log_ticks(f.x0, f.x1) if self.xlog else nice_ticks(f.x0, f.x1, 6)
+        yt = log_ticks(f.y0, f.y1) if self.ylog else nice_ticks(f.y0, f.y1, 5)
         g = ['<g class="axes" font-size="10.5" fill="#444">']
-        xt = [v for v in xt if x0 <= v <= x1]
-        yt = [v for v in yt if y0 <= v <= y1]
+        xt = [v for v in xt if f.x0 <= v <= f.x1]
+        yt = [v for v in yt if f.y0 <= v <= f.y1]
         for v, text in zip(xt, tick_labels(xt, self.xfmt)):
-            x = tx(v)
+            x = f.tx(v)
             g.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#eee"/>')
             g.append(f'<text x="{x:.1f}" y="{top + ph + 14}" text-anchor="middle">{escape(text)}</text>')
         for v, text in zip(yt, tick_labels(yt, self.yfmt)):
-            y = ty(v)
+            y = f.ty(v)
             g.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
             g.append(f'<text x="{left - 6}" y="{y + 3.5:.1f}" text-anchor="end">{escape(text)}</text>')
         g.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 33}" text-anchor="middle" font-size="11.5" fill="#222">{escape(self.xlabel)}</text>')
         g.append(f'<text transform="translate(14,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" font-size="11.5" fill="#222">{escape(self.ylabel)}</text>')
         g.append("</g>")
-        out += g
-        # data
-        out.append(f'<g class="data" clip-path="url(#{cid}-clip)">')
+        return g
+
+    def _hline_marks(self, f: _Frame) -> list[str]:
+        out = []
         for y, text, color in self._hlines:
-            yy = ty(y)
-            out.append(f'<line class="refline" x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="{color}" stroke-dasharray="4 3"/>'
-                       f'<text x="{left + pw - 4}" y="{yy - 4:.1f}" text-anchor="end" font-size="10" fill="{color}">{escape(text)}</text>')
+            yy = f.ty(y)
+            out.append(f'<line class="refline" x1="{f.left}" y1="{yy:.1f}" x2="{f.left + f.pw}" y2="{yy:.1f}" stroke="{color}" stroke-dasharray="4 3"/>'
+                       f'<text x="{f.left + f.pw - 4}" y="{yy - 4:.1f}" text-anchor="end" font-size="10" fill="{color}">{escape(text)}</text>')
+        return out
+
+    def _line_marks(self, f: _Frame) -> list[str]:
+        out = []
         for ln in self._lines:
-            pts = [(tx(x), ty(y)) for x, y in zip(ln.xs, ln.ys) if math.isfinite(x) and math.isfinite(y) and (x > 0 or not self.xlog) and (y > 0 or not self.ylog)]
+            pts = [(f.tx(x), f.ty(y)) for x, y in zip(ln.xs, ln.ys) if f.shows(x, y)]
             if len(pts) < 2:
                 continue
             d = "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in pts)
@@ -254,36 +298,45 @@ class Chart:
             title = f"<title>{escape(ln.title)}</title>" if ln.title else ""
             out.append(f'<path class="series" d="{d}" fill="none" stroke="{ln.color}" stroke-width="{ln.width}" '
                        f'stroke-opacity="{ln.opacity}" stroke-linejoin="round"{dash}>{title}</path>')
+        return out
+
+    def _point_marks(self, f: _Frame) -> list[str]:
+        out = []
         for p in self._points:
             for x, y, filled, title, lab in zip(p.xs, p.ys, p.filled, p.titles, p.labels):
-                if not (math.isfinite(x) and math.isfinite(y)) or (self.xlog and x <= 0) or (self.ylog and y <= 0):
+                if not f.shows(x, y):
                     continue
-                px, py = tx(x), ty(y)
+                px, py = f.tx(x), f.ty(y)
                 fill = p.color if filled else "#fff"
                 out.append(f'<path class="mark" d="{_marker_path(p.marker, px, py, p.size)}" fill="{fill}" stroke="{p.color}" stroke-width="1.6">'
                            + (f"<title>{escape(title)}</title>" if title else "") + "</path>")
                 if lab:
-                    # beside the mark, below it near the top edge, and to its left near the right edge
-                    ly = py - p.size - 1 if py - p.size - 1 > top + 11 else py + p.size + 11
-                    right_edge = px + p.size + 3 + 5.6 * len(lab) > left + pw
-                    lx, anchor = (px - p.size - 3, "end") if right_edge else (px + p.size + 3, "start")
-                    out.append(f'<text class="point-label" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-size="10" fill="#333">{escape(lab)}</text>')
-        out.append("</g>")
-        # legend
+                    out.append(_point_label(f, px, py, p.size, lab))
+        return out
+
+    def _legend_marks(self, legend_rows: list[list[tuple[_Legend, float]]]) -> list[str]:
+        out = []
         y = self.height + 4
         for row in legend_rows:
-            x = float(left)
+            x = float(_LEFT)
             for item, w in row:
                 cy = y + 5
                 if item.kind in ("line", "dash"):
                     dash = f' stroke-dasharray="{item.dash or "5 3"}"' if item.kind == "dash" or item.dash else ""
                     out.append(f'<line x1="{x:.1f}" y1="{cy}" x2="{x + 16:.1f}" y2="{cy}" stroke="{item.color}" stroke-width="2.2"{dash}/>')
                 else:
-                    hollow = item.kind.startswith("hollow")
+                    hollow = item.kind.startswith("hollow")  # "hollow": an open circle; "hollow:MARKER": an open MARKER
                     kind = item.kind.split(":", 1)[1] if ":" in item.kind else ("circle" if hollow else item.kind)
                     out.append(f'<path d="{_marker_path(kind, x + 8, cy, 4.2)}" fill="{"#fff" if hollow else item.color}" stroke="{item.color}" stroke-width="1.6"/>')
                 out.append(f'<text x="{x + 21:.1f}" y="{cy + 3.5}" font-size="10.5" fill="#333">{escape(item.text)}</text>')
                 x += w
             y += 18
-        out.append("</svg>")
-        return "\n".join(out)
+        return out
+
+
+def _point_label(f: _Frame, px: float, py: float, size: float, lab: str) -> str:
+    """A mark's label: beside the mark, below it near the top edge, and to its left near the right edge."""
+    ly = py - size - 1 if py - size - 1 > f.top + 11 else py + size + 11
+    right_edge = px + size + 3 + 5.6 * len(lab) > f.left + f.pw
+    lx, anchor = (px - size - 3, "end") if right_edge else (px + size + 3, "start")
+    return f'<text class="point-label" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-size="10" fill="#333">{escape(lab)}</text>'

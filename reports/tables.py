@@ -8,9 +8,12 @@ lost against the model it came from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from edgebench.bench.contracts.evidence import Delegation, Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.identity import CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
 REFERENCE_RECIPE = "dense"
@@ -71,17 +74,40 @@ class Row:
     throttle_reasons: list[str] = field(default_factory=list)
     cooldown_wait_s: float | None = None
     power_mw: float | None = None
-    warnings: list[str] = field(default_factory=list)
+    # The cell's warnings: the worker's flags, then what the report reads from the evidence (sparse path,
+    # zeros run dense, operators left off the delegate). Last, so the files list them as their last column.
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def id(self) -> CellId:
+        """Which cell this row is (model, recipe, backend, precision, batch, target)."""
+        return CellId.of(self)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The flags' texts, for display; code that decides anything reads :attr:`flags`."""
+        return [f.text for f in self.flags]
 
     @property
     def is_dense(self) -> bool:
         """The unpruned model (at any precision): the 0% point of every sparsity curve."""
         return self.recipe == REFERENCE_RECIPE
 
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The names of :meth:`to_dict`'s keys, in order (the columns of cells.csv)."""
+        return ["warnings" if f.name == "flags" else f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as data for report.json and cells.csv: every field, the flags as their texts (``warnings``)."""
+        data = asdict(self)
+        del data["flags"]
+        data["warnings"] = self.warnings
+        return data
+
 
 def _row(cell: CellRecord) -> Row:
-    row = Row(cell.cell_key, cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, cell.status, cell.error,
-              threads=cell.options.get("threads"))
+    row = Row(cell.cell_key, *CellId.of(cell).parts(), cell.status, cell.error, threads=cell.options.get("threads"))
     model = cell.facts.get("model", {})
     art = cell.facts.get("artifact", {})
     row.params, row.nonzero_params, row.macs = model.get("params"), model.get("nonzero_params"), model.get("macs")
@@ -106,15 +132,7 @@ def _row(cell: CellRecord) -> Row:
     if r.contention:
         row.other_cpu_share, row.contended = r.contention.other_cpu_share, r.contention.contended
     _device_fields(row, r.device, r.energy_mj_per_inference)
-    row.warnings = list(r.warnings)
-    if r.backend_info.get("sparse_path"):
-        # weights stored sparse for a sparse kernel path: whether this CPU can take it (LiteRT/XNNPACK)
-        row.warnings.append(f"sparse-path: {r.backend_info['sparse_path']}")
-    elif (row.weight_sparsity or 0) >= 0.05 and not r.backend_info.get("sparse_kernels", False):
-        row.warnings.append(f"sparse-not-used: {row.weight_sparsity:.0%} zero weights stored and run dense by {row.backend}; no speedup expected from them")
-    delegation = _delegation_warning(r.backend_info)
-    if delegation:
-        row.warnings.append(delegation)
+    row.flags = list(r.flags) + evidence_flags(row, r.evidence)
     return row
 
 
@@ -152,26 +170,38 @@ def device_line(row: Row) -> str:
     return ", ".join(parts)
 
 
-def _delegation_warning(info: dict[str, Any]) -> str | None:
-    """``ops not delegated`` when a backend reports operators left off its accelerator/delegate.
+def evidence_flags(row: Row, evidence: Evidence | None) -> list[Flag]:
+    """What the evidence of a measured cell warns about: weights stored for a sparse kernel path
+    (whether this CPU can take it, LiteRT/XNNPACK), else zeros stored and run dense; and operators
+    left outside the delegate."""
+    out = []
+    if evidence is not None and evidence.sparse_path:
+        out.append(Flag("sparse-path", f"sparse-path: {evidence.sparse_path}"))
+    elif (row.weight_sparsity or 0) >= 0.05 and not (evidence is not None and evidence.sparse_kernels):
+        # sparse kernels unknown (None) or no evidence at all count as dense, as they always did: a backend
+        # that runs sparse kernels says so
+        out.append(Flag("sparse-not-used", f"sparse-not-used: {row.weight_sparsity:.0%} zero weights stored and run dense by {row.backend}; "
+                                           "no speedup expected from them"))
+    delegation = _delegation_warning(evidence.delegation if evidence is not None else None)
+    if delegation:
+        out.append(delegation)
+    return out
 
-    Backends describe this in ``describe()``: ``undelegated_ops`` (a count or a list of op names),
-    ``delegated_ops`` / ``total_ops``, or ``fully_accelerated: false``.
-    """
-    und = info.get("undelegated_ops", info.get("ops_not_delegated"))
-    if isinstance(und, (list, tuple)) and und:
-        names = sorted({str(o) for o in und})
-        return f"ops not delegated: {len(und)} op(s) run outside the delegate ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
-    if isinstance(und, (int, float)) and not isinstance(und, bool) and und > 0:
-        total = info.get("total_ops")
-        return f"ops not delegated: {int(und)}{f' of {total}' if total else ''} op(s) run outside the delegate"
-    if info.get("fully_accelerated") is False:
-        return "ops not delegated: the runtime reports the model is not fully accelerated"
-    return None
+
+def _delegation_warning(delegation: Delegation | None) -> Flag | None:
+    """``ops not delegated`` when operators ran outside the backend's accelerator/delegate, unless the
+    user asked for no delegate (``expected``: the built-in kernels are then the point)."""
+    if delegation is None or delegation.expected or not delegation.undelegated:
+        return None
+    und = delegation.undelegated
+    names = sorted({str(o) for o in und})
+    more = ", ..." if len(names) > 8 else ""
+    return Flag("ops-not-delegated", f"ops not delegated: {len(und)} op(s) run outside the delegate ({', '.join(names[:8])}{more})")
 
 
-def _reference_key(row: Row, precision: str) -> tuple[Any, ...]:
-    return (row.target, row.model, row.backend, precision, row.batch)
+def _reference_key(row: Row, precision: str) -> tuple[str, tuple[str, str, str, int]]:
+    """(target, (model, backend, precision, batch)): where a row's dense reference is looked up."""
+    return row.target, replace(row.id, precision=precision).measurement
 
 
 def rows_for(cells: list[CellRecord]) -> list[Row]:
@@ -229,6 +259,9 @@ class RunReport:
     rows: list[Row]
     samples: dict[str, list[int]] = field(default_factory=dict)  # cell key -> latency samples (ns), when loaded
     tracebacks: dict[str, str] = field(default_factory=dict)  # cell key -> the worker's traceback of a failed cell
+    # recipe name -> its full definition (Recipe.model_dump()) as the store recorded it; empty for stores
+    # written before recipes were stored with their cells (readers then resolve the run's suite)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         run = asdict(self.run)
@@ -237,7 +270,7 @@ class RunReport:
         return {
             "run": run,
             "environments": self.environments,
-            "targets": {t: [asdict(r) for r in rs] for t, rs in by_target(self.rows).items()},
+            "targets": {t: [r.to_dict() for r in rs] for t, rs in by_target(self.rows).items()},
             "failures": [{"cell": r.cell_key, "status": r.status, "reason": r.error} for r in self.rows if r.status != "ok"],
         }
 
@@ -247,6 +280,6 @@ def load(store: Store, run_id: str, with_samples: bool = False) -> RunReport:
     run = store.run(run_id)
     cells = store.cells(run.id, with_samples=with_samples)
     samples = {c.cell_key: list(c.result.samples_ns) for c in cells if c.result and c.result.samples_ns} if with_samples else {}
-    tracebacks = {c.cell_key: str(c.result.backend_info["traceback"]) for c in cells
-                  if c.status != "ok" and c.result and c.result.backend_info.get("traceback")}
-    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks)
+    tracebacks = {c.cell_key: c.result.traceback for c in cells if c.status != "ok" and c.result and c.result.traceback}
+    recipes = {c.recipe: c.recipe_def for c in cells if c.recipe_def}
+    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes)

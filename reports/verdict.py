@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.identity import CellId
 from edgebench.bench.store import CellRecord, Store
 from edgebench.reports import compare as cmp
 from edgebench.reports import environment as envmod
 from edgebench.reports import history as histmod
+from edgebench.reports.htmlkit import size_text
 
 
 @dataclass
@@ -51,8 +53,7 @@ def _targets(store: Store, head: Side) -> dict[str, str]:
 def _history_p50(store: Store, head_run: str, cell: CellRecord, th: cmp.Thresholds, strict_env: dict[str, Any],
                  env_cache: dict[str, dict[str, Any]]) -> list[float]:
     """Median latencies of this cell in earlier clean runs on the same environment (for the run-to-run bar)."""
-    rows = store.cell_history(cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, until=head_run,
-                              limit=th.history_runs + 1)
+    rows = store.cell_history(*CellId.of(cell).parts(), until=head_run, limit=th.history_runs + 1)
     out = []
     for run, c in rows:
         if run.id == head_run or c.status != "ok" or not (c.result and c.result.latency) or cmp.disturbance(c):
@@ -67,7 +68,7 @@ def _history_p50(store: Store, head_run: str, cell: CellRecord, th: cmp.Threshol
 
 def _since(store: Store, head_run: str, cell: cmp.CellComparison) -> dict[str, Any] | None:
     """The run where the latest upward step in this cell's history began, when the history shows one."""
-    h = histmod.load(store, cell.model, cell.recipe, cell.backend, cell.precision, cell.batch, cell.target, until=head_run, limit=60)
+    h = histmod.load(store, *cell.id.parts(), until=head_run, limit=60)
     ups = [cp for cp in h.change_points if cp.ratio > 1]
     if not ups:
         return None
@@ -148,9 +149,9 @@ def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, co
     costs a re-measurement instead of a false alarm; a real change shows up every time."""
     base, head = resolve(store, base_ref), resolve(store, head_ref)
     per_target = _targets(store, head)
-    loaded: dict[str, dict[tuple[Any, ...], CellRecord]] = {}
+    loaded: dict[str, dict[CellId, CellRecord]] = {}
 
-    def cells_of(run_id: str) -> dict[tuple[Any, ...], CellRecord]:
+    def cells_of(run_id: str) -> dict[CellId, CellRecord]:
         if run_id not in loaded:
             loaded[run_id] = {cmp.coordinates(c): c for c in store.cells(run_id)}
         return loaded[run_id]
@@ -159,7 +160,7 @@ def confirm(store: Store, comp: cmp.Comparison, base_ref: str, head_ref: str, co
     flagged = flagged_for_confirmation(comp)
     kept = 0
     for c in flagged:
-        key = (c.model, c.recipe, c.backend, c.precision, c.batch, c.target)
+        key = c.id
         head_run, base_run = per_target[c.target], base.run_for(c.target)
         base_cells = {k: v for k, v in cells_of(base_run).items() if v.target == c.target}
         head_cells = {k: v for k, v in cells_of(head_run).items() if v.target == c.target}
@@ -262,8 +263,6 @@ def value_text(m: cmp.MetricVerdict, v: float | None) -> str:
         return f"{v:.2f}%"
     if m.metric == "memory":
         return f"{v:.1f} MiB"
-    from edgebench.reports.html import size_text
-
     return size_text(v)
 
 

@@ -59,7 +59,7 @@ def remeasure(runner: Runner, store: Store, suites: dict[str, Path], keys: set[s
         first = ids[0]
         for other in ids[1:]:  # one confirmation run per round, as `check --confirm` makes
             for cell in store.cells(other):
-                cell.id = None
+                cell.row_id = None
                 store.add_cell(first, cell)
         out.append(first)
     return out
@@ -76,7 +76,7 @@ def splice(store: Store, night: str, slowed_run: str) -> str:
     slowed = {c.cell_key: c for c in store.cells(slowed_run)}
     for cell in store.cells(night):
         cell = slowed.get(cell.cell_key, cell)
-        cell.id = None
+        cell.row_id = None
         store.add_cell(new_id, cell)
     store.finish_run(new_id, CONFIRMATION, run.summary or {})  # kept out of latest and of the history
     return new_id

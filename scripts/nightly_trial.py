@@ -84,7 +84,7 @@ def main() -> None:
         t = Store(trial)
         with t.engine.begin() as conn:
             conn.execute(cells_table.delete().where(cells_table.c.run_id == host.id, cells_table.c.cell_key == cell.cell_key))
-        cell.id = None
+        cell.row_id = None
         t.add_cell(host.id, cell)
         for mode, use_history in (("prior only", False), ("with history", True)):
             comp = verdict.run(t, base.id, host.id, use_history=use_history)

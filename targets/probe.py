@@ -1,7 +1,7 @@
 """The environment fingerprint of the machine this runs on.
 
-Runs on the device side (stdlib + psutil only). What the machine does not expose is recorded as
-``"not available"``, never guessed.
+Runs on the device side (stdlib, numpy and psutil; each runtime only to ask its version). What the
+machine does not expose is recorded as ``"not available"``, never guessed.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
+from edgebench.backends.base import BACKENDS
+from edgebench.bench.contracts.version import __version__
 from edgebench.targets import sensors
 
 NA = "not available"
@@ -69,12 +72,11 @@ def git_commit(path: Path) -> str:
 
 
 def backend_versions() -> dict[str, dict[str, Any]]:
-    from edgebench.backends import base
-
+    """{backend: {available, version, reason}} for every registered backend, as this machine has it."""
     out = {}
-    for name in base.names():
+    for name, backend in BACKENDS.items():
         try:
-            a = base.get(name).availability()
+            a = backend().availability()
             out[name] = {"available": a.available, "version": a.version or NA, "reason": a.reason}
         except Exception as exc:  # a broken runtime install is a fact about this machine
             out[name] = {"available": False, "version": NA, "reason": f"{type(exc).__name__}: {exc}"}
@@ -83,8 +85,6 @@ def backend_versions() -> dict[str, dict[str, Any]]:
 
 def fingerprint() -> dict[str, Any]:
     """Everything a reader needs to reproduce a number on this machine."""
-    from edgebench.bench import __version__
-
     freq = psutil.cpu_freq()
     uname = platform.uname()
     source = Path(__file__).resolve().parent
@@ -103,7 +103,7 @@ def fingerprint() -> dict[str, Any]:
         "kernel": uname.release,
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "numpy": __import__("numpy").__version__,
+        "numpy": np.__version__,
         "backends": backend_versions(),
         "edgebench_version": __version__,
         "edgebench_commit": git_commit(source.parent),

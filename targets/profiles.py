@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from edgebench.bench.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.strict import Strict
+from edgebench.targets.samplers import AUTO, SAMPLERS, in_order
+from edgebench.targets.transport import TRANSPORTS
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 USER_FILE = Path("~/.config/edgebench/targets.yaml")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SSHSettings(Strict):
@@ -53,7 +52,7 @@ class TargetProfile(Strict):
     name: str = Field(..., min_length=1)
     description: str = ""
     extends: str | None = None
-    transport: Literal["local", "ssh"] = "local"
+    transport: str = Field("", description=f"how the host reaches it: {' or '.join(TRANSPORTS.names())} [default: ssh with an ssh block, else local]")
     ssh: SSHSettings | None = None
     python: str = Field("python3", description="the board's interpreter used to create the venv")
     workdir: str = Field("~/.cache/edgebench", description="folder on the board for the venv, files and cell results")
@@ -61,8 +60,15 @@ class TargetProfile(Strict):
     extras: list[str] = Field(["onnxruntime", "litert"], description="edgebench extras `target setup` installs")
     backends: list[str] | None = Field(None, description="backends the target offers [default: every one its venv has]")
     threads: int | None = Field(None, ge=1, le=1024, description="default threads [default: the device's CPUs]")
-    samplers: list[str] = Field(["auto"], description="auto, thermal, cpufreq, cpu, vcgencmd, tegrastats, nvml")
+    samplers: list[str] = Field([AUTO], description=", ".join([AUTO, *(s.name for s in in_order())]))
     monitor: MonitorProfile = Field(default_factory=MonitorProfile)
+
+    @model_validator(mode="after")
+    def _default_transport(self) -> TargetProfile:
+        # A profile that says how to reach a board over SSH means SSH; saying `transport: local` keeps it here.
+        if not self.transport:
+            self.transport = "ssh" if self.ssh is not None else "local"
+        return self
 
     @property
     def is_local(self) -> bool:
@@ -72,8 +78,20 @@ class TargetProfile(Strict):
         return self.venv or f"{self.workdir.rstrip('/')}/venv"
 
     def monitor_settings(self) -> dict[str, Any]:
-        """The worker's MonitorSettings as plain data (targets/samplers.py)."""
+        """The worker's MonitorSettings as plain data (targets/monitor.py)."""
         return {"samplers": list(self.samplers), **self.monitor.model_dump()}
+
+
+def check_plugins(profile: TargetProfile, source: str) -> None:
+    """The profile's transport and samplers are registered ones (TRANSPORTS, SAMPLERS); one line naming the key."""
+    where = f"{source}: target {profile.name!r}"
+    if profile.transport not in TRANSPORTS:
+        raise ConfigError(f"{where}: transport: {TRANSPORTS.unknown(profile.transport)}")
+    if profile.transport == "ssh" and profile.ssh is None:
+        raise ConfigError(f"{where}: transport ssh needs an `ssh: {{host: ...}}` block")
+    for name in profile.samplers:
+        if name != AUTO and name not in SAMPLERS:
+            raise ConfigError(f"{where}: samplers: {SAMPLERS.unknown(name)} (or {AUTO}: whatever the device has)")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +141,7 @@ class Profiles:
         except ValidationError as exc:
             known = {"": list(TargetProfile.model_fields), "ssh": list(SSHSettings.model_fields), "monitor": list(MonitorProfile.model_fields)}
             raise from_validation_error(source, exc, known) from None
-        if profile.transport == "ssh" and profile.ssh is None:
-            raise ConfigError(f"{source}: target {name!r}: transport ssh needs an `ssh: {{host: ...}}` block")
+        check_plugins(profile, source)
         return profile
 
     def _resolved(self, name: str, seen: list[str]) -> tuple[dict[str, Any], str]:

@@ -14,14 +14,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench.errors import EdgebenchError, one_line, tail_text
+from edgebench.bench.contracts.errors import EdgebenchError, one_line, tail_text
 from edgebench.targets.profiles import TargetProfile
 from edgebench.targets.transport import Bundle, SSHTransport, TargetUnreachable
+from edgebench.targets.version import version_mismatch
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +32,7 @@ def build_wheel(out_dir: Path) -> Path:
     """A wheel of the host's edgebench, built from a copy of its package folders (nothing written to the checkout)."""
     try:
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    except ModuleNotFoundError:  # Python 3.10 has no tomllib; tomli is optional there, so only this step needs it
         import tomli as tomllib  # type: ignore[no-redef]
 
     pyproject = SOURCE_ROOT / "pyproject.toml"
@@ -60,9 +62,7 @@ WORKER_CORE = ("numpy", "psutil")
 
 def worker_requirements(wheel: Path, extras: list[str]) -> list[str]:
     """The wheel's requirements the device-side worker needs: WORKER_CORE and those of ``extras``."""
-    import zipfile
-
-    from packaging.requirements import Requirement
+    from packaging.requirements import Requirement  # the ssh extra's: host-side only
 
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
@@ -100,8 +100,6 @@ async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | N
                        constraints: Path | None = None, log: Callable[[str], None] = print, pip_timeout_s: float = 1800,
                        full: bool = False) -> SetupReport:
     """Create the venv on the board, install the wheel (worker-only, or ``full``) with ``extras`` and probe what got installed."""
-    from edgebench.targets.board import version_mismatch
-
     if profile.is_local:
         raise EdgebenchError(f"target {profile.name} is this host: it uses the environment edgebench runs in; nothing to set up")
     extras = profile.extras if extras is None else extras

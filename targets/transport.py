@@ -4,6 +4,9 @@ Local and remote differ only here. Both run ``python -m edgebench.bench.worker``
 and read back a CellResult; the SSH transport first copies the cell's files to the board, once per
 content hash. Remote commands are built from argument lists with every word quoted
 (``shlex.join``), never from a shell string holding user input.
+
+Transports are plugins of :data:`TRANSPORTS`, picked by a profile's ``transport`` (``ssh`` when the
+profile has an ``ssh:`` block): a new way to reach a board is one class registered here.
 """
 
 from __future__ import annotations
@@ -11,15 +14,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import secrets
 import shlex
+import signal
+import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgebench.bench.errors import EdgebenchError, one_line, tail_text
-from edgebench.bench.results import CellResult
-from edgebench.targets.profiles import TargetProfile
+from edgebench.bench.contracts.errors import EdgebenchError, one_line, tail_text
+from edgebench.bench.contracts.registry import Registry
+from edgebench.bench.contracts.results import CellResult
+from edgebench.bench.contracts.spec import CellSpec
+
+if TYPE_CHECKING:  # profiles.py imports this module to check a profile's transport name
+    from edgebench.targets.profiles import TargetProfile
 
 # Transport failures that mean "the board went away", as opposed to a cell failing on it.
 LOST = "connection lost"
@@ -79,12 +91,23 @@ class CopyStats:
     bytes: int = 0
 
 
+TRANSPORTS: Registry[type[Transport]] = Registry("transport")
+
+
 class Transport:
-    """One target's connection. Subclasses: LocalTransport, SSHTransport."""
+    """One target's connection. Subclasses register in :data:`TRANSPORTS` under their ``name``."""
+
+    name: ClassVar[str] = ""
 
     def __init__(self, profile: TargetProfile) -> None:
         self.profile = profile
         self.copied = CopyStats()
+
+    @classmethod
+    def create(cls, profile: TargetProfile, *, run_id: str, cells_dir: Path, pythonpath: list[str], build_cache: Path | None) -> Transport:
+        """The transport for one run: ``cells_dir`` and ``pythonpath`` serve a local worker, ``build_cache``
+        is the host's device-build cache (each transport takes what it needs)."""
+        raise NotImplementedError
 
     async def open(self) -> None:
         """Connect (a no-op locally); raises TargetUnreachable with the reason."""
@@ -106,17 +129,29 @@ class Transport:
         raise NotImplementedError
 
     async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
-        """Run the worker on one cell spec and read its result."""
+        """Run the worker on one cell spec (JSON text) and read its result."""
+        raise NotImplementedError
+
+    def build_cache_dir(self) -> str:
+        """The target's folder for device-built artifacts, the same for every run (a cell spec's ``build_cache``)."""
         raise NotImplementedError
 
 
+@TRANSPORTS.register
 class LocalTransport(Transport):
     """The worker as a child process of this host (no copying: paths are already local)."""
 
-    def __init__(self, profile: TargetProfile, workdir: Path, pythonpath: list[str] | None = None) -> None:
+    name = "local"
+
+    def __init__(self, profile: TargetProfile, workdir: Path, pythonpath: list[str] | None = None, build_cache: Path | None = None) -> None:
         super().__init__(profile)
         self.workdir = workdir
         self.pythonpath = pythonpath or []
+        self.build_cache = build_cache or workdir / "device-builds"
+
+    @classmethod
+    def create(cls, profile: TargetProfile, *, run_id: str, cells_dir: Path, pythonpath: list[str], build_cache: Path | None) -> Transport:
+        return cls(profile, cells_dir, pythonpath, build_cache)
 
     async def probe(self, state_only: bool = False) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "edgebench.bench.worker", "probe"] + (["--state"] if state_only else [])
@@ -134,20 +169,91 @@ class LocalTransport(Transport):
         return str(bundle.files[0].parent)
 
     async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
-        from edgebench.bench.runner import run_worker
-        from edgebench.bench.worker import CellSpec
-
-        spec = CellSpec.from_json(spec_json)
-        outcome = await asyncio.to_thread(run_worker, spec, self.workdir, timeout_s, None, self.pythonpath, name)
+        outcome = await asyncio.to_thread(run_worker, CellSpec.from_json(spec_json), self.workdir, timeout_s, None, self.pythonpath, name)
         return WorkerOutcome(outcome.result)
 
+    def build_cache_dir(self) -> str:
+        return str(self.build_cache)
 
+
+@dataclass
+class ChildOutcome:
+    """A local worker child's result and exit status (None: killed when it ran out of time)."""
+
+    result: CellResult
+    returncode: int | None
+
+
+def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callable[[subprocess.Popen], None] | None = None,
+               pythonpath: list[str] | None = None, name: str | None = None) -> ChildOutcome:
+    """Run one cell in a fresh ``python -m edgebench.bench.worker`` child and read its result.
+
+    ``pythonpath`` adds folders the worker must import from (a user's model factory beside the suite).
+    The spec, result and stderr files are ``WORKDIR/NAME.*`` (NAME defaults to the cell key).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = name or spec.cell_key.replace("/", "__")
+    spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
+    spec_path.write_text(spec.to_json())
+    out_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out_path)]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        if on_start is not None:
+            on_start(proc)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return ChildOutcome(CellResult.failed(f"timed out after {timeout_s:g}s (cell_timeout_s); raise it in the suite or look for a hang"
+                                                  f"{_stderr_suffix(err_path)}"), None)
+    if out_path.exists() and code == 0:
+        try:
+            return ChildOutcome(CellResult.from_dict(json.loads(out_path.read_text())), code)
+        except (ValueError, TypeError) as exc:
+            return ChildOutcome(CellResult.failed(f"{out_path}: unreadable worker result ({exc})"), code)
+    return ChildOutcome(CellResult.failed(describe_exit(code) + _stderr_suffix(err_path)), code)
+
+
+def describe_exit(code: int) -> str:
+    """Why a local worker child ended without a result, from its exit status (negative: a signal)."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        hint = " (out of memory, or killed from outside)" if -code == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {code} without a result"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _stderr_suffix(path: Path) -> str:
+    """``; stderr: <its last lines>``, or nothing when the child wrote none."""
+    try:
+        tail = tail_text(path.read_text(errors="replace"))
+    except OSError:
+        return ""
+    return f"; stderr: {tail}" if tail else ""
+
+
+@TRANSPORTS.register
 class SSHTransport(Transport):
     """The worker on a board over SSH (asyncssh): key authentication, known_hosts checked.
 
     Files go to ``WORKDIR/files/<content hash>/`` through SFTP into a temporary folder that is
-    renamed when complete, so an interrupted copy is never mistaken for a finished one.
+    renamed when complete, so an interrupted copy is never mistaken for a finished one. Device
+    builds stay in ``WORKDIR/builds`` across runs.
     """
+
+    name = "ssh"
 
     def __init__(self, profile: TargetProfile, run_id: str) -> None:
         super().__init__(profile)
@@ -157,6 +263,15 @@ class SSHTransport(Transport):
         self.root = ""
         self.python = ""
         self._placed: dict[str, str] = {}
+
+    @classmethod
+    def create(cls, profile: TargetProfile, *, run_id: str, cells_dir: Path, pythonpath: list[str], build_cache: Path | None) -> Transport:
+        return cls(profile, run_id)
+
+    def build_cache_dir(self) -> str:
+        if not self.root:  # WORKDIR's "~" is known only once connected
+            raise TargetUnreachable(f"target {self.profile.name}: not connected, so its build folder is not known yet")
+        return f"{self.root}/builds"
 
     # -- connection --------------------------------------------------------------------------
     def connect_options(self) -> dict[str, Any]:
@@ -257,8 +372,6 @@ class SSHTransport(Transport):
         return folder
 
     async def _upload(self, bundle: Bundle, folder: str) -> None:
-        import secrets
-
         part = f"{folder}.part-{secrets.token_hex(4)}"
         await self.sftp.makedirs(part, exist_ok=True)
         for f in bundle.files:
@@ -330,7 +443,12 @@ class SSHTransport(Transport):
         return WorkerOutcome(CellResult.failed(f"{LOST} to target {self.profile.name} during the cell ({reason}); `edgebench run --resume {self.run_id}` reruns it"), lost=True)
 
 
-def make_transport(profile: TargetProfile, run_id: str, local_workdir: Path, pythonpath: list[str] | None = None) -> Transport:
-    if profile.is_local:
-        return LocalTransport(profile, local_workdir, pythonpath)
-    return SSHTransport(profile, run_id)
+def make_transport(profile: TargetProfile, run_id: str, local_workdir: Path, pythonpath: list[str] | None = None,
+                   build_cache: Path | None = None) -> Transport:
+    """The transport the profile names (TRANSPORTS), set up for run ``run_id``.
+
+    ``local_workdir`` holds a local worker's spec/result files; ``build_cache`` is the host's device-build
+    cache [default: ``local_workdir/device-builds``]; a remote transport keeps its own on the board.
+    """
+    kind = TRANSPORTS.get(profile.transport)
+    return kind.create(profile, run_id=run_id, cells_dir=local_workdir, pythonpath=list(pythonpath or []), build_cache=build_cache)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgebench.bench.results import MeasureSettings
+from edgebench.bench.contracts.results import MeasureSettings
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory):
@@ -54,7 +54,7 @@ class Built:
         """A fresh PyTorch module with the trained dense weights."""
         import torch
 
-        from edgebench.backends.torch_eager import build_module
+        from edgebench.models.arch import build_module
 
         m = build_module(json.loads((self.dense_dir / "arch.json").read_text()))
         m.load_state_dict(torch.load(self.dense_dir / "model.pt", weights_only=True))
@@ -67,7 +67,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
     from edgebench.models import recipes
     from edgebench.models.cache import Cache
-    from edgebench.models.prepare import Preparer
+    from edgebench.bench.prepare import Preparer
 
     threads = torch.get_num_threads()
     root = tmp_path_factory.mktemp("artifact-cache")

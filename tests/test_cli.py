@@ -156,6 +156,54 @@ def test_list_recipes_and_models(tmp_path):
     assert models.returncode == 0 and "small_cnn:" in models.stdout
 
 
+def test_list_suites_names_each_builtin_suite_with_its_description(tmp_path):
+    from edgebench.bench.config import builtin_suites
+
+    res = cli("list", "suites", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"{name}: {text}" for name, text in builtin_suites().items()]
+    assert "default: " in res.stdout and "sweep: " in res.stdout
+
+
+def test_list_targets_is_target_list(tmp_path):
+    mine = tmp_path / "targets.yaml"
+    mine.write_text(yaml.safe_dump({"targets": [{"name": "pi5-lab", "description": "the lab's Pi", "ssh": {"host": "pi5.lab", "user": "bench"}}]}))
+    listed = cli("list", "targets", "--targets", str(mine), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == cli("target", "list", "--targets", str(mine), cwd=tmp_path).stdout
+    assert "local: this host" in listed.stdout and "pi5-lab: ssh bench@pi5.lab; the lab's Pi" in listed.stdout
+
+
+@pytest.mark.parametrize("family, names", [
+    ("methods", ["dense", "magnitude_unstructured"]),
+    ("datasets", ["digits", "synthetic"]),
+    ("samplers", ["thermal", "cpufreq"]),
+    ("transports", ["local", "ssh"]),
+])
+def test_list_a_plugin_family_from_its_registry(tmp_path, family, names):
+    res = cli("list", family, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = {line.split(":", 1)[0]: line for line in res.stdout.splitlines()}
+    for name in names:
+        assert name in lines and len(lines[name]) > len(name) + 2, res.stdout  # a name and a description
+
+
+def test_describe_prefers_a_description_then_the_docstring():
+    from edgebench.bench.cli_list import describe
+
+    class Documented:
+        """First line,
+        wrapped.
+
+        More."""
+
+    class Described(Documented):
+        description = "said so"
+
+    assert describe(Documented) == "First line, wrapped." and describe(Described) == "said so"
+    assert describe(lambda: None) == ""
+
+
 @pytest.mark.parametrize("text", [
     "models: [small_cnn]\nbackends: [torch]\nbatch_size: [1]\n",   # unknown key
     "models: [small_cnn]\nbackends: [torch\n",                      # invalid YAML

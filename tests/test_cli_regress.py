@@ -126,6 +126,14 @@ def test_history_table_and_json(home, tmp_path):
     assert ambiguous.returncode == 2 and "2 stored cells match" in ambiguous.stderr
 
 
+@pytest.mark.parametrize("key", ["small_cnn/dense/onnxruntime/fp32/8/pi5", "small_cnn/dense/onnxruntime/fp32/b8", "small_cnn//onnxruntime/fp32/b8/pi5"])
+def test_history_of_a_malformed_cell_key_is_one_line(home, tmp_path, key):
+    out = cli("history", key, "--home", str(home), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"edgebench: {key!r}: a cell key is model/recipe/backend/precision/bBATCH/target, "
+                                  "e.g. small_cnn/dense/onnxruntime/fp32/b1/local")
+
+
 def test_export_is_read_by_pytest_benchmark_compare(home, tmp_path):
     a, b = tmp_path / "0001_base.json", tmp_path / "0002_head.json"
     for rid, path in (("r1", a), ("r3", b)):

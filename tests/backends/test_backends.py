@@ -87,18 +87,18 @@ def test_artifacts_agree_with_stored_reference_logits(built, restore_torch_threa
 
 def test_onnxruntime_describe_reports_threads(built):
     session = base.get("onnxruntime").load(built.ort_path, "fp32", {"threads": 2})
-    info = session.describe()
-    assert info["intra_op_threads"] == 2
-    assert info["providers"] == ["CPUExecutionProvider"]
-    assert info["sparse_kernels"] is False
-    assert base.get("onnxruntime").load(built.ort_path, "fp32", {"threads": 1}).describe()["intra_op_threads"] == 1
+    info = session.evidence()
+    assert info.threads == 2
+    assert info.providers == ["CPUExecutionProvider"]
+    assert info.sparse_kernels is False
+    assert base.get("onnxruntime").load(built.ort_path, "fp32", {"threads": 1}).evidence().threads == 1
 
 
 def test_torch_describe_reports_threads(built, restore_torch_threads):
     for threads in (1, 2):
-        info = base.get("torch").load(built.torch_path, "fp32", {"threads": threads}).describe()
-        assert info["intra_op_threads"] == threads
-        assert info["sparse_kernels"] is False
+        info = base.get("torch").load(built.torch_path, "fp32", {"threads": threads}).evidence()
+        assert info.threads == threads
+        assert info.sparse_kernels is False
 
 
 def test_torch_artifact_without_arch_file_fails_clearly(built, tmp_path, restore_torch_threads):

@@ -18,7 +18,7 @@ from edgebench.backends.litert import delegation  # noqa: E402
 from edgebench.bench.worker import evaluate  # noqa: E402
 from edgebench.models import recipes  # noqa: E402
 from edgebench.models.cache import Cache  # noqa: E402
-from edgebench.models.prepare import Preparer  # noqa: E402
+from edgebench.bench.prepare import Preparer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,11 @@ def test_fp32_matches_pytorch_and_is_fully_delegated(built, litert_artifacts, ba
     with torch.inference_mode():
         want = built.module()(torch.from_numpy(inputs)).numpy()
     np.testing.assert_allclose(session.run(np.ascontiguousarray(inputs)), want, atol=1e-4, rtol=0)
-    info = session.describe()
-    assert info["delegate"] == "XNNPACK" and info["partitions"] >= 1
-    assert info["undelegated_ops"] == [] and info["delegated_ops"] == info["total_ops"] > 0
-    assert info["input"] == {"layout": "NHWC", "dtype": "float32", "shape": [batch, 32, 32, 3], "quantization": [0.0, 0]}
-    assert info["threads"] == 1
+    info = session.evidence()
+    assert info.delegation.delegate == "XNNPACK" and info.delegation.partitions >= 1
+    assert info.delegation.undelegated == [] and info.delegation.delegated_ops == info.delegation.total_ops > 0
+    assert (info.input_layout, info.input_dtype, info.input_shape, info.details["input_quantization"]) == ("NHWC", "float32", [batch, 32, 32, 3], [0.0, 0])
+    assert info.threads == 1
 
 
 def test_int8_is_integer_and_within_one_point_of_fp32(built, litert_artifacts):
@@ -75,9 +75,9 @@ def test_int8_is_integer_and_within_one_point_of_fp32(built, litert_artifacts):
     assert abs(check["delta_pts"]) <= 1.0 and check["ok"] and check["agreement"] >= 0.97
     assert facts["quantization"]["weights"] == "int8 symmetric per-channel" and facts["quantization"]["calibration_images"] == 128
     session = base.get("litert").load(path, "int8", {"threads": 1, "batch": 32})
-    info = session.describe()
-    assert info["input"]["dtype"] == "int8" and info["input"]["quantization"][0] > 0
-    assert info["undelegated_ops"] == []
+    info = session.evidence()
+    assert info.input_dtype == "int8" and info.details["input_quantization"][0] > 0
+    assert info.delegation.undelegated == []
     # the worker's path: prepare once (NHWC, quantised), run prepared; the output stays int8
     d = built.eval_data()
     prepared = session.prepare_input(np.ascontiguousarray(d["inputs"][:32]))
@@ -98,8 +98,8 @@ def test_fp16_stores_half_weights(litert_artifacts):
 def test_without_xnnpack_runs_builtin_kernels(litert_artifacts, built):
     path, _ = litert_artifacts["fp32"]
     session = base.get("litert").load(path, "fp32", {"threads": 1, "xnnpack": False})
-    info = session.describe()
-    assert info["partitions"] == 0 and info["delegate"].startswith("none")
+    info = session.evidence()
+    assert info.delegation.partitions == 0 and info.delegation.delegate.startswith("none")
     x = np.ascontiguousarray(built.eval_data()["inputs"][:1])
     fast = base.get("litert").load(path, "fp32", {"threads": 1})
     np.testing.assert_allclose(session.run(x), fast.run(x), atol=1e-4)
@@ -120,11 +120,12 @@ def test_delegation_counts_ops_left_outside_the_partition():
 
 
 def test_report_warns_about_undelegated_ops():
+    from edgebench.bench.contracts.evidence import Delegation
     from edgebench.reports.tables import _delegation_warning
 
-    text = _delegation_warning({"undelegated_ops": ["CUSTOM"], "total_ops": 4})
+    text = _delegation_warning(Delegation("XNNPACK", total_ops=4, delegated_ops=3, partitions=1, undelegated=["CUSTOM"])).text
     assert text.startswith("ops not delegated: 1 op(s)") and "CUSTOM" in text
-    assert _delegation_warning({"undelegated_ops": [], "total_ops": 4}) is None
+    assert _delegation_warning(Delegation("XNNPACK", total_ops=4, delegated_ops=4, partitions=1, undelegated=[])) is None
 
 
 def test_torchscript_is_refused_with_the_fix(tmp_path):
@@ -216,10 +217,10 @@ def test_sparse_option_stores_1x1_weights_sparse_and_says_the_path_is_not_exerci
     session = backend.load(art.path, "fp32", {"threads": 1})
     with torch.inference_mode():
         np.testing.assert_allclose(session.run(np.ascontiguousarray(x)), net(torch.from_numpy(x)).numpy(), atol=1e-4)
-    info = session.describe()
-    assert info["sparse_weights"] == 2 and info["sparse_kernels"] is False
+    info = session.evidence()
+    assert info.sparse_weights == 2 and info.sparse_kernels is False
     if platform.machine().lower() in ("x86_64", "amd64"):
-        assert info["sparse_path"].startswith("sparse path not exercised on this CPU")
+        assert info.sparse_path.startswith("sparse path not exercised on this CPU")
 
 
 def test_int8_residual_adds_stay_integer(tmp_path):

@@ -10,7 +10,7 @@ from edgebench.backends import base, ort
 from edgebench.backends.base import Calibration
 from edgebench.models import recipes
 from edgebench.models.cache import Cache
-from edgebench.models.prepare import Preparer
+from edgebench.bench.prepare import Preparer
 
 
 @pytest.fixture(scope="module")

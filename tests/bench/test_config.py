@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.bench.config import load_suite
-from edgebench.bench.errors import ConfigError, EdgebenchError
+from edgebench.bench.contracts.errors import ConfigError, EdgebenchError
 from edgebench.models import recipes
 
 VALID = {"name": "t", "models": ["small_cnn"], "backends": ["torch"]}
@@ -287,3 +287,84 @@ def test_duplicate_axis_values_never_give_duplicate_cell_keys(write_suite, extra
         return
     keys = [c.key for c in loaded.cells()]
     assert len(keys) == len(set(keys)), f"duplicate cell keys: {keys}"
+
+
+# -- one definition of each thing ------------------------------------------------------------------
+
+def test_measure_is_generated_from_measure_settings():
+    """The suite's ``measure:`` model has exactly MeasureSettings' fields, defaults, bounds and docs."""
+    import dataclasses
+
+    from edgebench.bench.config import Measure
+    from edgebench.bench.contracts.results import MeasureSettings
+    from edgebench.bench.contracts.strict import Strict
+
+    settings = {f.name: f for f in dataclasses.fields(MeasureSettings)}
+    assert list(Measure.model_fields) == list(settings) and issubclass(Measure, Strict)
+    assert MeasureSettings(**Measure().model_dump()) == MeasureSettings()
+    schema = Measure.model_json_schema()["properties"]
+    names = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum"}
+    for name, f in settings.items():
+        limits = {k: v for k, v in f.metadata.items() if k in names}
+        assert limits, name  # every setting is bounded
+        assert {names[k]: v for k, v in limits.items()} == {k: schema[name][k] for k in names.values() if k in schema[name]}
+        assert schema[name].get("description") == (f.metadata.get("doc") or None)
+
+
+@pytest.mark.parametrize("measure, needle", [
+    ({"min_runs": 0}, "measure.min_runs: Input should be greater than or equal to 1"),
+    ({"processes": 51}, "measure.processes: Input should be less than or equal to 50"),
+    ({"contention_threshold": 0}, "measure.contention_threshold: Input should be greater than 0"),
+    ({"max_seconds": 0}, "measure.max_seconds: Input should be greater than 0"),
+    ({"min_runs": 2.5}, "measure.min_runs: Input should be a valid integer"),
+])
+def test_bad_measure_values_are_one_line(write_suite, measure, needle):
+    path = write_suite("suite.yaml", {**VALID, "measure": measure})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert msg.startswith(f"{path}: {needle}")
+
+
+def test_cell_identity(write_suite):
+    from edgebench.bench.contracts.identity import CellId
+
+    [cell] = load_suite(write_suite("suite.yaml", VALID)).cells()
+    assert cell.id == CellId("small_cnn", "dense", "torch", "fp32", 1, "local")
+    assert cell.key == cell.id.key == "small_cnn/dense/torch/fp32/b1/local"
+    assert CellId.parse(cell.key) == cell.id
+
+
+def test_builtin_suites_have_a_description_line():
+    from edgebench.bench.config import SUITES, builtin_suites
+
+    suites = builtin_suites()
+    assert sorted(suites) == sorted(p.stem for p in SUITES.glob("*.yaml")) and "default" in suites
+    assert all(text and "\n" not in text for text in suites.values())
+    assert suites["default"] == load_suite(None).suite.description
+
+
+def test_a_tflite_user_model_is_resolved_like_onnx(write_suite, tmp_path):
+    (tmp_path / "net.tflite").write_bytes(b"TFL3")
+    path = write_suite("suite.yaml", {**VALID, "models": [{"name": "theirs", "tflite": "net.tflite", "input_size": 96}], "backends": ["litert"]})
+    entry = load_suite(path).user_models["theirs"]
+    assert entry.tflite == str((tmp_path / "net.tflite").resolve())
+    assert entry.onnx is None and entry.torchscript is None
+    assert entry.train_epochs == 0 and entry.input_size == 96
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "x", "tflite": "net.tflite", "onnx": "net.onnx"},
+    {"name": "x", "tflite": "net.tflite", "factory": "m:f"},
+])
+def test_a_tflite_user_model_is_one_of_four(write_suite, tmp_path, model):
+    for name in ("net.tflite", "net.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    msg = config_error(write_suite("suite.yaml", {**VALID, "models": [model]}))
+    assert_one_line(msg)
+    assert "models[0]: give exactly one of factory" in msg and "tflite (a .tflite file)" in msg
+
+
+def test_a_missing_tflite_file_is_named(write_suite, tmp_path):
+    msg = config_error(write_suite("suite.yaml", {**VALID, "models": [{"name": "x", "tflite": "nope.tflite"}]}))
+    assert_one_line(msg)
+    assert "models[0].tflite" in msg and "nope.tflite not found" in msg

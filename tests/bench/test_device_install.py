@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.bench.results import MeasureSettings
+from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.worker import CellSpec
 from edgebench.models import recipes
 from edgebench.models.cache import Cache
-from edgebench.models.prepare import Preparer
+from edgebench.bench.prepare import Preparer
 
 pytestmark = pytest.mark.slow
 
@@ -106,8 +106,8 @@ def test_a_pi_with_only_tflite_runtime_runs_host_built_litert_cells(built, wheel
         assert result["status"] == "ok", result.get("error")
         check = art.manifest["facts"]["export_check"]
         assert result["accuracy"]["top1"] == pytest.approx(check.get("top1", built.dense_facts["top1_torch"]))
-        infos[precision] = result["backend_info"]
-    assert all(i["interpreter"] == "tflite-runtime 2.14.0" for i in infos.values())
-    assert infos["fp32"]["delegate"] == "XNNPACK" and infos["fp32"]["undelegated_ops"] == []
+        infos[precision] = result["evidence"]
+    assert all(i["details"]["interpreter"] == "tflite-runtime 2.14.0" for i in infos.values())
+    assert infos["fp32"]["delegation"]["delegate"] == "XNNPACK" and infos["fp32"]["delegation"]["undelegated"] == []
     # whatever 2.14's delegate does with int8, the result says it op by op
-    assert infos["int8"]["delegated_ops"] + len(infos["int8"]["undelegated_ops"]) == infos["int8"]["total_ops"] > 0
+    assert infos["int8"]["delegation"]["delegated_ops"] + len(infos["int8"]["delegation"]["undelegated"]) == infos["int8"]["delegation"]["total_ops"] > 0

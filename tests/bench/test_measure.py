@@ -15,7 +15,7 @@ import pytest
 
 from edgebench.bench import measure
 from edgebench.bench.measure import MIB, ContentionMeter, MemorySampler, time_runs
-from edgebench.bench.results import MeasureSettings
+from edgebench.bench.contracts.results import MeasureSettings
 
 
 def settings(**kw) -> MeasureSettings:

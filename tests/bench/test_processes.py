@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from edgebench.bench.config import load_suite
-from edgebench.bench.processes import per_process, pool
-from edgebench.bench.results import Accuracy, CellResult, Contention, MeasureSettings, MemoryStats
+from edgebench.bench.board import per_process, pool
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import Accuracy, CellResult, Contention, MeasureSettings, MemoryStats
 from edgebench.bench.runner import Paths, Runner
 from edgebench.bench.stats import summarize
 
@@ -18,10 +20,10 @@ def part(median_ms: float, n: int, seed: int, *, rss: float = 70.0, contended: b
          warnings: list[str] | None = None) -> CellResult:
     rng = np.random.default_rng(seed)
     samples = [int(v) for v in rng.lognormal(np.log(median_ms * 1e6), 0.01, n)]
-    return CellResult("ok", backend_info={"provider": "cpu"}, load_s=0.01, warmup_runs=10, warmup_s=0.5, samples_ns=samples,
+    return CellResult("ok", evidence=Evidence("onnxruntime", providers=["cpu"]), load_s=0.01, warmup_runs=10, warmup_s=0.5, samples_ns=samples,
                       latency=summarize(samples, 1), memory=MemoryStats(rss - 10, rss, 10.0, None, None, None, 0.01, 5),
                       accuracy=Accuracy(360, 0.97, 1.0), contention=Contention(0.3 if contended else 0.01, 0.5, 2, contended),
-                      warnings=list(warnings or []), worker_wall_s=3.0,
+                      flags=[Flag.from_data(w) for w in warnings or []], worker_wall_s=3.0,
                       device={"timeline": [{"t": 0.0, "phase": "measure"}], "throttled": throttled,
                               "throttle_reasons": ["pi: soft temperature limit active"] if throttled else [], "temp_max_c": 50.0 + seed})
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from edgebench.bench.config import load_suite
-from edgebench.bench.results import MeasureSettings
-from edgebench.bench.runner import Paths, Runner, describe_exit, run_worker
+from edgebench.bench.contracts.results import MeasureSettings
+from edgebench.bench.runner import Paths, Runner
+from edgebench.targets.transport import describe_exit, run_worker
 from edgebench.bench.store import Store
 from edgebench.bench.worker import CellSpec
 from edgebench.reports import render

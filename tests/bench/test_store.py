@@ -7,8 +7,11 @@ import datetime as dt
 
 import pytest
 
-from edgebench.bench.errors import EdgebenchError
-from edgebench.bench.results import Accuracy, CellResult, Contention, Fidelity, LatencyStats, MemoryStats
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.evidence import Delegation, Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.identity import CellId
+from edgebench.bench.contracts.results import Accuracy, CellResult, Contention, Fidelity, LatencyStats, MemoryStats
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
 UTC = dt.timezone.utc
@@ -22,7 +25,8 @@ def run_record(run_id: str, created: dt.datetime) -> RunRecord:
 def full_result() -> CellResult:
     return CellResult(
         status="ok",
-        backend_info={"version": "1.2.3", "providers": ["CPUExecutionProvider"], "intra_op_threads": 2, "sparse_kernels": False},
+        evidence=Evidence("onnxruntime", version="1.2.3", providers=["CPUExecutionProvider"], threads=2, sparse_kernels=False,
+                          delegation=Delegation("none", 12, 10, 1, ["Gemm", "Softmax"]), details={"intra_op_threads": 2}),
         load_s=0.0123,
         first_inference_s=0.00456,
         warmup_runs=12,
@@ -36,7 +40,8 @@ def full_result() -> CellResult:
         accuracy=Accuracy(n=360, top1=0.975, top5=1.0),
         fidelity=Fidelity(top1_agreement=0.99722, max_abs_diff=3.1e-6, mean_abs_diff=4.2e-7),
         contention=Contention(other_cpu_share=0.07, own_cpu_share=0.49, logical_cpus=2, contended=True),
-        warnings=["high variance: CoV 33.3% > 5%", "contended: other processes used 7% of the CPU while measuring"],
+        flags=[Flag("high-variance", "high variance: CoV 33.3% > 5%"),
+               Flag("contended", "contended: other processes used 7% of the CPU while measuring")],
         worker_wall_s=3.5,
     )
 
@@ -75,7 +80,7 @@ def test_cell_round_trip_with_full_result_and_samples(store):
         started_at=dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=UTC), finished_at=dt.datetime(2024, 1, 1, 0, 0, 5, tzinfo=UTC),
     )
     cell_id = store.add_cell("r1", cell)
-    assert cell.id == cell_id
+    assert cell.row_id == cell_id
 
     [back] = store.cells("r1")
     assert back == cell  # every field, nested dataclasses included
@@ -152,3 +157,29 @@ def test_store_accepts_a_sqlalchemy_url(tmp_path):
     s.create_run(run_record("u", dt.datetime.now(UTC)))
     assert (tmp_path / "via-url.sqlite").exists()
     assert Store(tmp_path / "via-url.sqlite").resolve("u") == "u"
+
+
+def test_cell_identity_is_a_cell_id(store):
+    store.create_run(run_record("r1", dt.datetime.now(UTC)))
+    cell = CellRecord("small_cnn/dense/torch/fp32/b4/pi5", "small_cnn", "dense", "torch", "fp32", 4, "pi5", "ok")
+    store.add_cell("r1", cell)
+    [back] = store.cells("r1")
+    assert back.id == CellId("small_cnn", "dense", "torch", "fp32", 4, "pi5") == CellId.parse(back.cell_key)
+    assert back.id.key == back.cell_key and back.row_id == cell.row_id is not None
+
+
+def test_recipe_definition_round_trips(store):
+    """The recipe as it was validated is kept with the cell, so a report needs no suite or recipe file."""
+    from edgebench.models import recipes
+
+    store.create_run(run_record("r1", dt.datetime.now(UTC)))
+    recipe = recipes.load("l1-unstructured-50")
+    definition = recipe.model_dump(mode="json")
+    store.add_cell("r1", CellRecord("m/l1-unstructured-50/torch/fp32/b1/local", "m", recipe.name, "torch", "fp32", 1, "local", "ok",
+                                    result=CellResult("ok", samples_ns=[1]), recipe_def=definition))
+    store.add_cell("r1", CellRecord("m/dense/torch/fp32/b1/local", "m", "dense", "torch", "fp32", 1, "local", "ok"))
+    with_def, without = store.cells("r1")
+    assert with_def.recipe_def == definition and recipes.parse(with_def.recipe_def, "stored") == recipe
+    assert without.recipe_def is None
+    [light] = store.cells("r1", with_samples=False)[:1]
+    assert light.recipe_def == definition

@@ -18,7 +18,7 @@ WRITERS, CELLS, SAMPLES = 5, 8, 300
 WRITER = r"""
 import datetime as dt, sys, time
 start_at, url, writer = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.store import CellRecord, RunRecord, Store
 time.sleep(max(0.0, start_at - time.time()))  # every writer starts at the same moment
 store = Store(url)

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from edgebench.bench import store as store_mod
-from edgebench.bench.errors import EdgebenchError
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.store import HEAD, REVISIONS, CellRecord, RunRecord, Store, normalize_url
 
 UTC = dt.timezone.utc
@@ -27,7 +27,7 @@ def run_record(run_id: str, created: dt.datetime) -> RunRecord:
 
 
 def cell(key_recipe: str = "dense", batch: int = 1, p50: float | None = None) -> CellRecord:
-    from edgebench.bench.results import LatencyStats
+    from edgebench.bench.contracts.results import LatencyStats
 
     lat = LatencyStats(3, 1, 1, 0, 0, p50 or 1.0, 1.0, 1.0, 1.0, 1.0, 1.0) if p50 is not None else None
     return CellRecord(f"m/{key_recipe}/onnxruntime/fp32/b{batch}/local", "m", key_recipe, "onnxruntime", "fp32", batch, "local", "ok",
@@ -96,7 +96,7 @@ def test_a_store_from_a_newer_edgebench_is_refused(store_url):
     s = Store(store_url)
     with s.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(EdgebenchError, match=r"revision 9999 is newer than this edgebench \(0002\); upgrade edgebench"):
+    with pytest.raises(EdgebenchError, match=rf"revision 9999 is newer than this edgebench \({HEAD}\); upgrade edgebench"):
         Store(store_url)
 
 
@@ -162,3 +162,35 @@ def test_unreachable_server_is_one_line_without_the_password():
     msg = str(info.value)
     assert "s3cret" not in msg and "bob:***@127.0.0.1" in msg
     assert "cannot open the store" in msg and "\n" not in msg
+
+
+def test_recipe_def_column_is_added_in_place_and_removed_without_losing_samples(store_url):
+    """0003 adds cells.recipe_def to a store that has cells; old cells read back with None, and going back
+    to 0002 drops only the column (no table copy: on SQLite that would cascade-delete the samples)."""
+    from alembic import command
+
+    s = Store(store_url)
+    s.create_run(run_record("r", dt.datetime(2026, 1, 1, tzinfo=UTC)))
+    s.add_cell("r", cell(p50=1.0))
+    with s.engine.begin() as conn:
+        command.downgrade(store_mod._alembic_config(conn), "0002")
+    with s.engine.connect() as conn:
+        assert "recipe_def" not in {c["name"] for c in sa.inspect(conn).get_columns("cells")}
+        assert conn.execute(sa.text("SELECT count(*) FROM samples")).scalar() == 3
+        assert conn.execute(sa.text("SELECT value FROM edgebench_meta WHERE key = 'schema_version'")).scalar() == "2"
+    s2 = Store(store_url)  # opening upgrades again
+    assert s2.revision() == HEAD
+    [old] = s2.cells("r")
+    assert old.recipe_def is None and old.result.samples_ns == [1, 2, 3]
+    new = cell("pruned")
+    new.recipe_def = {"name": "pruned", "method": "magnitude_unstructured", "params": {"sparsity": 0.5}}
+    s2.add_cell("r", new)
+    assert [c.recipe_def for c in s2.cells("r")] == [None, new.recipe_def]
+
+
+def test_an_upgraded_01_store_has_no_recipe_definitions(tmp_path):
+    path = tmp_path / "old.sqlite"
+    shutil.copy(V1_STORE, path)
+    s = Store(path)
+    cells = [c for r in s.runs() for c in s.cells(r.id, with_samples=False)]
+    assert cells and all(c.recipe_def is None for c in cells)

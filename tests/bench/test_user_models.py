@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgebench.bench.config import load_suite
-from edgebench.bench.errors import ConfigError
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.runner import Paths, Runner
 
 FACTORY = textwrap.dedent('''

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgebench.bench import worker
-from edgebench.bench.results import CellResult, MeasureSettings
+from edgebench.bench.contracts.results import CellResult, MeasureSettings
 from edgebench.bench.stats import summarize
 from edgebench.bench.worker import CellSpec, run_cell
 
@@ -45,7 +45,7 @@ def test_run_cell_ok_on_the_onnx_artifact(built, fast_measure):
     assert m.n_samples == len(r.memory_timeline) >= 1
     assert r.load_s is not None and r.load_s > 0 and r.first_inference_s is not None and r.first_inference_s > 0
     assert r.contention is not None and r.contention.logical_cpus >= 1
-    assert r.backend_info["version"] and r.backend_info["intra_op_threads"] == 1
+    assert r.evidence.version and r.evidence.threads == 1
     # the result survives the JSON hop the runner makes
     assert CellResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
 
@@ -96,7 +96,7 @@ def test_corrupt_artifact_fails_naming_the_file(built, tmp_path, fast_measure):
     assert str(bad) in r.error
     assert "\n" not in r.error
     assert r.latency is None and r.samples_ns == []
-    assert "traceback" in r.backend_info
+    assert r.traceback
 
 
 def test_missing_artifact_fails_naming_the_path(built, tmp_path, fast_measure):
@@ -199,7 +199,7 @@ def _contended_cell(built, burners: int) -> CellResult:
     """One real cell (in a child worker, as the harness runs it) with ``burners`` CPU-burning processes beside it."""
     import os
 
-    from edgebench.bench.runner import run_worker
+    from edgebench.targets.transport import run_worker
 
     measure = MeasureSettings(warmup_runs=5, warmup_seconds=0.0, min_runs=50, min_seconds=1.0, max_seconds=10.0)
     procs = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(burners)]

@@ -14,7 +14,7 @@ import pytest
 
 from edgebench.backends import base
 from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs
-from edgebench.bench.results import MeasureSettings
+from edgebench.bench.contracts.results import MeasureSettings
 
 pytestmark = pytest.mark.benchmark
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.benchmark
 def ort_session(tmp_path_factory: pytest.TempPathFactory):
     from edgebench.models import recipes
     from edgebench.models.cache import Cache
-    from edgebench.models.prepare import Preparer
+    from edgebench.bench.prepare import Preparer
 
     cache = Cache(tmp_path_factory.mktemp("bench-cache"))
     prep = Preparer(cache, log=lambda m: None)
@@ -77,11 +77,11 @@ def test_memory_sampler_overhead(benchmark, ort_session) -> None:
 
 def test_worker_process_overhead(benchmark, ort_session, tmp_path: Path) -> None:
     """Wall time of one cell in a child worker beyond the time spent measuring (start-up, import, eval)."""
-    from edgebench.bench.runner import run_worker
+    from edgebench.targets.transport import run_worker
     from edgebench.bench.worker import CellSpec
     from edgebench.models import recipes
     from edgebench.models.cache import Cache
-    from edgebench.models.prepare import Preparer
+    from edgebench.bench.prepare import Preparer
 
     prep = Preparer(Cache(tmp_path / "cache"), log=lambda m: None)
     art = prep.artifact("small_cnn", recipes.load("dense"), "onnxruntime", "fp32")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from edgebench.bench.errors import ConfigError
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.models import pruning, recipes, zoo
 
 
@@ -420,7 +420,7 @@ def test_channel_global_and_round_to():
 
 def test_channel_pruned_model_reloads_from_arch(tmp_path):
     """What prepare.save_module writes (state_dict + resized widths) rebuilds the pruned model."""
-    from edgebench.backends.torch_eager import build_module, resized_layers
+    from edgebench.models.arch import build_module, resized_layers
 
     arch = {"factory": "edgebench.models.zoo:small_cnn", "kwargs": {"num_classes": 10}}
     m = build_module(arch).eval()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.bench.errors import ConfigError
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.models import recipes, zoo
 from edgebench.models.recipes import prunable_layers
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.bench.results import Accuracy, CellResult, Contention, Fidelity, MemoryStats
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import Accuracy, CellResult, Contention, Fidelity, MemoryStats
 from edgebench.bench.stats import summarize
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
@@ -45,17 +47,17 @@ def samples_ns(median_ms: float, n: int, seed: int, spread: float = 0.03) -> lis
 
 def ok_cell(model: str, recipe: str, backend: str, batch: int, samples: list[int], top1: float, *, target: str = "local",
             precision: str = "fp32", sparsity: float = 0.0, params: int = 24346, macs: int = 2_892_426, size: int = 112_451,
-            rss: float = 70.0, agreement: float = 1.0, warnings: tuple[str, ...] = (), contended: bool = False,
-            backend_info: dict | None = None) -> CellRecord:
+            rss: float = 70.0, agreement: float = 1.0, flags: tuple[Flag, ...] = (), contended: bool = False,
+            evidence: Evidence | None = None) -> CellRecord:
     key = f"{model}/{recipe}/{backend}/{precision}/b{batch}/{target}"
     nonzero = int(params * (1 - sparsity))
     result = CellResult(
-        "ok", backend_info={"sparse_kernels": False, **(backend_info or {})}, load_s=0.01, first_inference_s=0.002,
+        "ok", evidence=evidence or Evidence(backend, sparse_kernels=False), load_s=0.01, first_inference_s=0.002,
         samples_ns=list(samples), latency=summarize(samples, batch),
         memory=MemoryStats(rss - 14, rss, 14.0, rss / 2, 3.0, rss / 2 - 3, 0.01, 100),
         accuracy=Accuracy(360, top1, 1.0), fidelity=Fidelity(agreement, 0.5, 0.05),
         contention=Contention(0.3 if contended else 0.01, 0.5, 2, contended),
-        warnings=list(warnings) + (["contended: other processes used 30% of the CPU while measuring"] if contended else []),
+        flags=list(flags) + ([Flag("contended", "contended: other processes used 30% of the CPU while measuring")] if contended else []),
     )
     return CellRecord(key, model, recipe, backend, precision, batch, target, "ok", options={"threads": 2},
                       facts={"model": {"params": params, "nonzero_params": nonzero, "macs": macs, "sparsity": sparsity,
@@ -133,7 +135,7 @@ def failed_cells() -> list[CellRecord]:
     ok = [ok_cell("small_cnn", "dense", "torch", 1, samples_ns(0.9, 120, 1), 0.98),
           ok_cell("small_cnn", "l1-unstructured-50", "torch", 1, samples_ns(0.9, 120, 2), 0.98, sparsity=0.5)]
     failed = CellRecord("small_cnn/dense/onnxruntime/fp32/b1/local", "small_cnn", "dense", "onnxruntime", "fp32", 1, "local", "failed",
-                        error=LOAD_REASON, result=CellResult.failed(LOAD_REASON, backend_info={"traceback": "Traceback (most recent call last):\n  File \"worker.py\"\nRuntimeError: InvalidProtobuf"}))
+                        error=LOAD_REASON, result=CellResult.failed(LOAD_REASON, traceback="Traceback (most recent call last):\n  File \"worker.py\"\nRuntimeError: InvalidProtobuf"))
     killed = CellRecord("small_cnn/l1-unstructured-50/onnxruntime/fp32/b1/local", "small_cnn", "l1-unstructured-50", "onnxruntime", "fp32", 1,
                         "local", "failed", error=FAILED_REASON, result=CellResult.failed(FAILED_REASON))
     skipped = CellRecord("small_cnn/dense/torch/int8/b1/local", "small_cnn", "dense", "torch", "int8", 1, "local", "skipped",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgebench.bench.contracts.flags import Flag
 from edgebench.reports import compare as cmp
 from tests_support import ar1_samples, cell_with
 
@@ -97,7 +98,7 @@ def test_contended_cells_are_inconclusive_never_regressed():
 
 
 def test_throttled_warning_is_a_disturbance():
-    c = cell_with([1] * 100, warnings=["throttled: CPU at 600 MHz of 2400"])
+    c = cell_with([1] * 100, flags=[Flag("throttled", "throttled: CPU at 600 MHz of 2400")])
     assert cmp.disturbance(c).startswith("throttled")
 
 
@@ -145,3 +146,21 @@ def test_a_night_where_every_cell_moved_both_ways_flags_none_but_one_cell_alone_
     quiet = [pair(i, 0.5, 0.5 * (1 + 0.01 * (-1) ** i)) for i in range(5)] + [pair(5, 0.5, 0.8)]
     out = {c.recipe: c.verdict for c in cmp.compare_cells([b for b, _ in quiet], [h for _, h in quiet], TH)}
     assert out["r5"] == cmp.REGRESSED and all(v != cmp.REGRESSED for k, v in out.items() if k != "r5")
+
+
+def test_throttling_is_read_from_the_flag_code_and_the_device_report():
+    c = cell_with([1] * 100, flags=[Flag("throttled", "CPU at 600 MHz of 2400 (cap)")])
+    assert cmp.disturbance(c) == "CPU at 600 MHz of 2400 (cap)"
+    assert cmp.disturbance(cell_with([1] * 100, flags=[Flag("other", "throttled, says a plugin")])) is None
+    d = cell_with([1] * 100)
+    d.result.device = {"throttled": True, "throttle_reasons": ["soft temperature limit"]}
+    assert cmp.disturbance(d) == "throttled"
+
+
+def test_cells_match_on_their_identity():
+    from edgebench.bench.contracts.identity import CellId
+
+    c = cell_with([1] * 100, recipe="r", batch=8, target="board")
+    assert cmp.coordinates(c) == CellId("small_cnn", "r", "onnxruntime", "fp32", 8, "board")
+    [comp] = cmp.compare_cells([c], [cell_with([1] * 100, recipe="other")], TH)[1:]
+    assert comp.status == "only-in-base" and comp.id == cmp.coordinates(c) and comp.id.key == c.cell_key

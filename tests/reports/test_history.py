@@ -61,3 +61,13 @@ def test_history_from_the_store_dates_the_step_to_its_run(tmp_path):
     assert "1 contended/throttled run(s)" in h.notes[0]
     d = h.to_dict()
     assert d["change_points"][0]["run_id"] == "20260018" and d["change_points"][0]["ratio"] == cp.ratio
+
+
+def test_label_is_the_cell_key():
+    from dataclasses import asdict
+
+    from edgebench.bench.contracts.identity import CellId
+
+    cell = CellId("small_cnn", "dense", "onnxruntime", "fp32", 8, "board")
+    h = history.History(asdict(cell), "p50")
+    assert h.id == cell and h.label == "small_cnn/dense/onnxruntime/fp32/b8/board"

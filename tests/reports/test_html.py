@@ -10,7 +10,7 @@ from html import unescape
 import pytest
 from conftest import FAILED_REASON, FINGERPRINT, LOAD_REASON, finish, new_run
 
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.store import CellRecord
 from edgebench.reports import render
 
@@ -210,3 +210,43 @@ def test_latency_only_model_is_ranked_on_latency_alone(tmp_path):
     assert "latency-only" in rec
     target = unescape(section(html, "target-local"))
     assert "2 cell(s) have no accuracy" in target and "cdf-local-b1" in target
+
+
+def test_page_inlines_the_packaged_stylesheet_and_script(default_html):
+    from edgebench.reports.html import asset
+
+    _, html = default_html
+    css, js = asset("report.css"), asset("report.js")
+    assert ".recommendation" in css and "table.sortable" in js
+    assert f"<style>\n{css}</style>" in html and f"<script>\n{js}</script>" in html
+
+
+def test_warnings_are_grouped_by_code_not_by_their_words(tmp_path):
+    from conftest import ok_cell, samples_ns
+
+    from edgebench.bench.contracts.flags import Flag
+
+    run_id = "20261124-140000-f1a9"
+    store = new_run(tmp_path, run_id, suite_yaml="name: flags\n", name="flags")
+    flags = (Flag("throttled", "CPU capped at 600 MHz"), Flag("other", "contended? no: a plugin's note"))
+    finish(store, run_id, [ok_cell("m", "dense", "A", 1, samples_ns(1.0, 50, 1), 0.9, flags=flags)])
+    target = unescape(section((render.write(store, run_id, tmp_path / "reports") / "report.html").read_text(), "target-local"))
+    assert '<span class="tag tag-throttled" title="CPU capped at 600 MHz">throttled</span>' in target
+    assert '<span class="tag" title="contended? no: a plugin\'s note">other</span>' in target
+    assert "tag-contended" not in target
+
+
+def test_sweeps_are_grouped_by_the_recipes_the_store_recorded(tmp_path):
+    # The suite names no recipe file (a store of 0.2 keeps each cell's recipe): the methods come from the cells.
+    from conftest import ok_cell, samples_ns
+
+    run_id = "20261124-150000-de75"
+    store = new_run(tmp_path, run_id, suite_yaml="name: gone\nrecipes: [/nowhere/a.yaml]\n", name="gone")
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(1.0, 50, 1), 0.9)]
+    cells += [ok_cell("m", name, "A", 1, samples_ns(1.0, 50, i + 2), 0.9 - s / 10, sparsity=s)
+              for i, (name, s) in enumerate((("mine-a", 0.5), ("mine-b", 0.8)))]
+    for c in cells:
+        c.recipe_def = {"name": c.recipe, "method": "dense" if c.recipe == "dense" else "magnitude_unstructured", "params": {}}
+    finish(store, run_id, cells)
+    html = (render.write(store, run_id, tmp_path / "reports") / "report.html").read_text()
+    assert "sweep-acc-local-magnitude_unstructured" in svgs(section(html, "target-local"))

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 from conftest import ok_cell, samples_ns
 
-from edgebench.bench.errors import EdgebenchError
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.store import CellRecord, RunRecord
 from edgebench.reports import tables
 from edgebench.reports.recommend import Constraints, format_text, parse_memory, recommend, same_computation
@@ -164,3 +164,41 @@ def test_default_suite_shaped_run(default_store):
     factor, ci = rec.margin()
     assert rec.margin_over().row.backend == "torch" and factor == pytest.approx(3.0, rel=0.1) and ci.low > 1
     assert sum("1.50 pts below dense" in e.reason for e in rec.excluded) == 4
+
+
+def test_exclusions_say_why_as_a_kind_not_only_in_words():
+    from edgebench.reports.recommend import Why
+
+    cells = [
+        ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90, rss=100),
+        ok_cell("m", "lossy", "A", 1, samples_ns(0.5, 200, seed=2), 0.85, rss=100, params=100, macs=100),
+        ok_cell("m", "big", "A", 1, samples_ns(0.6, 200, seed=3), 0.90, rss=900, params=100, macs=100),
+        ok_cell("m", "dense", "A", 8, samples_ns(0.6, 200, seed=4), 0.90, rss=100),
+        CellRecord("m/dense/B/fp32/b1/local", "m", "dense", "B", "fp32", 1, "local", "failed", error="boom", result=CellResult.failed("boom")),
+    ]
+    rec = one(report_of(cells), max_memory_mib=512, batch=1)
+    why = {e.row.cell_key: e.why for e in rec.excluded}
+    assert why == {"m/lossy/A/fp32/b1/local": Why.ACCURACY_DROP, "m/big/A/fp32/b1/local": Why.MEMORY,
+                   "m/dense/A/fp32/b8/local": Why.OTHER_BATCH, "m/dense/B/fp32/b1/local": Why.NOT_MEASURED}
+    energy = one(report_of(cells[:1]), objective="energy")
+    assert [e.why for e in energy.excluded] == [Why.NO_OBJECTIVE]
+
+
+def test_a_reference_on_another_backend_is_said_so():
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90),
+             ok_cell("m", "sparse-50", "B", 1, samples_ns(1.0, 200, seed=2), 0.895, sparsity=0.5, params=100, macs=100)]
+    rec = one(report_of(cells))
+    assert rec.best.row.backend == "B" and rec.best.reference_elsewhere and rec.best.reference_row.backend == "A"
+    assert any(n.startswith("accuracy drop of the best measured against dense on A (no dense B cell ran)") for n in rec.notes)
+    assert not rec.runner_up.reference_elsewhere  # the dense cell is its own reference
+
+
+def test_measurement_warnings_are_found_by_code():
+    from edgebench.bench.contracts.flags import Flag
+
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90),
+             ok_cell("m", "dense", "B", 1, samples_ns(1.0, 200, seed=2), 0.90,
+                     flags=(Flag("high-variance", "high variance: CoV 9.0% > 5%"), Flag("other", "contended-looking text, not a code")))]
+    rec = one(report_of(cells))
+    [note] = [n for n in rec.notes if n.startswith("measurement warnings")]
+    assert "high variance" in note and "contended" not in note

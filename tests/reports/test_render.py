@@ -8,19 +8,21 @@ import json
 
 import pytest
 
-from edgebench.bench.results import Accuracy, CellResult, Fidelity, LatencyStats
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import Accuracy, CellResult, Fidelity, LatencyStats
 from edgebench.bench.store import CellRecord, RunRecord, Store
 from edgebench.reports import render
 
 RUN = "20240102-030405-beef"
 
 
-def ok_cell(recipe, backend, p50, top1, samples, target="local", sparsity=0.0, warnings=()):
+def ok_cell(recipe, backend, p50, top1, samples, target="local", sparsity=0.0, flags=()):
     key = f"small_cnn/{recipe}/{backend}/fp32/b1/{target}"
     lat = LatencyStats(n=len(samples), min_ms=p50 / 2, mean_ms=p50, std_ms=0.01, cov=0.01, p50_ms=p50, p90_ms=p50,
                        p95_ms=p50, p99_ms=p50, max_ms=p50 * 2, throughput_ips=1000 / p50)
     result = CellResult("ok", latency=lat, samples_ns=list(samples), accuracy=Accuracy(360, top1, 1.0),
-                        fidelity=Fidelity(0.99, 1e-6, 1e-7), backend_info={"sparse_kernels": False}, warnings=list(warnings))
+                        fidelity=Fidelity(0.99, 1e-6, 1e-7), evidence=Evidence(backend, sparse_kernels=False), flags=list(flags))
     return CellRecord(key, "small_cnn", recipe, backend, "fp32", 1, target, "ok", options={"threads": 1},
                       facts={"model": {"weight_sparsity": sparsity}, "artifact": {"size_bytes": 2048, "export_check": {"max_abs_diff": 2e-6}}},
                       result=result)
@@ -36,7 +38,7 @@ def report_dir(tmp_path):
     store.add_environment(RUN, "board", {"error": "probe failed: no route"})
     cells = [
         ok_cell("dense", "torch", 4.0, 0.90, [4_000_000, 3_900_000, 4_100_000]),
-        ok_cell("l1-50", "torch", 2.0, 0.85, [2_000_000, 2_100_000], sparsity=0.5, warnings=["high variance: CoV 9% > 5%"]),
+        ok_cell("l1-50", "torch", 2.0, 0.85, [2_000_000, 2_100_000], sparsity=0.5, flags=[Flag("high-variance", "high variance: CoV 9% > 5%")]),
         ok_cell("dense", "torch", 8.0, 0.90, [8_000_000], target="board"),
         CellRecord("small_cnn/dense/onnxruntime/fp32/b1/local", "small_cnn", "dense", "onnxruntime", "fp32", 1, "local",
                    "failed", error="worker killed by SIGKILL (out of memory, or killed from outside)",
@@ -124,3 +126,17 @@ def test_samples_csv_has_every_sample_in_order(report_dir):
     expected = [[c.cell_key, str(i), str(v)] for c in cells if c.result for i, v in enumerate(c.result.samples_ns)]
     assert rows[1:] == expected
     assert len(expected) == 3 + 2 + 1
+
+
+def test_fingerprint_line_markdown_and_short():
+    from edgebench.reports.environment import fingerprint_line
+
+    fp = {"board_model": "Raspberry Pi 5", "cpu_model": "Cortex-A76", "logical_cpus": 4, "memory_total_mib": 8000, "os": "Debian 12",
+          "kernel": "6.6", "python": "3.11", "nvpmodel": "not available", "edgebench_version": "0.2", "edgebench_commit": "abc",
+          "cpufreq": [{"governor": "ondemand"}, {"governor": "performance"}],
+          "backends": {"litert": {"available": True, "version": "1.2"}, "torch": {"available": False}}}
+    assert fingerprint_line(fp) == ("Raspberry Pi 5: Cortex-A76 (4 logical CPUs, governor: ondemand, performance), 8000 MiB, Debian 12, "
+                                    "kernel 6.6, Python 3.11, litert 1.2; edgebench 0.2 @ abc")
+    assert fingerprint_line(fp, short=True) == "Cortex-A76 · 4 logical CPUs · 8000 MiB · Debian 12 · kernel 6.6 · Python 3.11 · litert 1.2"
+    assert fingerprint_line({"error": "probe failed"}) == fingerprint_line({"error": "probe failed"}, short=True) == "probe failed"
+    assert fingerprint_line({}, short=True) == "not recorded"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgebench.bench.results import Accuracy, CellResult, LatencyStats
+from edgebench.bench.contracts.evidence import Delegation, Evidence
+from edgebench.bench.contracts.results import Accuracy, CellResult, LatencyStats
 from edgebench.bench.store import CellRecord
 from edgebench.reports.tables import by_target, rows_for
 
@@ -20,7 +21,7 @@ def cell(recipe: str, backend: str, batch: int, p50: float, top1: float, target:
     if status != "ok":
         return CellRecord(key, model, recipe, backend, precision, batch, target, status=status, error=f"{status} on purpose",
                           result=CellResult.failed(f"{status} on purpose") if status == "failed" else None)
-    result = CellResult("ok", latency=lat(p50), accuracy=Accuracy(360, top1, None), backend_info={"sparse_kernels": sparse_kernels})
+    result = CellResult("ok", latency=lat(p50), accuracy=Accuracy(360, top1, None), evidence=Evidence(backend, sparse_kernels=sparse_kernels))
     return CellRecord(key, model, recipe, backend, precision, batch, target, status="ok", options={"threads": 2},
                       facts={"model": {"weight_sparsity": sparsity, "params": 100}, "artifact": {"size_bytes": 1234}},
                       result=result)
@@ -112,18 +113,53 @@ def test_by_target_groups_in_order():
 
 
 def test_ops_not_delegated_warning():
+    # Count-only and "fully_accelerated: false" shapes (edgebench 0.1 describe() keys) were written by no
+    # backend and are gone: a Delegation names each op left outside the delegate.
     from edgebench.reports.tables import _delegation_warning
 
-    assert _delegation_warning({}) is None
-    assert _delegation_warning({"undelegated_ops": 0}) is None and _delegation_warning({"fully_accelerated": True}) is None
-    assert _delegation_warning({"undelegated_ops": 3, "total_ops": 40}) == "ops not delegated: 3 of 40 op(s) run outside the delegate"
-    assert _delegation_warning({"undelegated_ops": ["DEPTHWISE_CONV_2D", "MEAN", "DEPTHWISE_CONV_2D"]}).startswith(
-        "ops not delegated: 3 op(s) run outside the delegate (DEPTHWISE_CONV_2D, MEAN)")
-    assert "not fully accelerated" in _delegation_warning({"fully_accelerated": False})
+    assert _delegation_warning(None) is None
+    assert _delegation_warning(Delegation("XNNPACK", 40, 40)) is None
+    flag = _delegation_warning(Delegation("XNNPACK", 40, 37, 1, ["DEPTHWISE_CONV_2D", "MEAN", "DEPTHWISE_CONV_2D"]))
+    assert flag.code == "ops-not-delegated"
+    assert flag.text.startswith("ops not delegated: 3 op(s) run outside the delegate (DEPTHWISE_CONV_2D, MEAN)")
     c = cell("dense", "A", 1, p50=1.0, top1=0.9)
-    c.result.backend_info["undelegated_ops"] = 2
+    c.result.evidence.delegation = Delegation("XNNPACK", 12, 10, 1, ["MEAN", "CUSTOM"])
     [row] = rows_for([c])
     assert any(w.startswith("ops not delegated: 2") for w in row.warnings)
+    assert [f.code for f in row.flags] == ["ops-not-delegated"]
+
+
+def test_undelegated_ops_are_no_warning_when_the_user_disabled_the_delegate():
+    from edgebench.reports.tables import _delegation_warning
+
+    assert _delegation_warning(Delegation("none (built-in kernels)", 12, 0, 0, ["CONV_2D"] * 12, expected=True)) is None
+    c = cell("dense", "A", 1, p50=1.0, top1=0.9)
+    c.result.evidence.delegation = Delegation("none (built-in kernels)", 12, 0, 0, ["CONV_2D"] * 12, expected=True)
+    [row] = rows_for([c])
+    assert row.flags == []
+
+
+def test_evidence_flags_have_codes_and_the_reports_texts():
+    sparse = cell("sparse", "A", 1, p50=1.0, top1=0.9, sparsity=0.8)
+    path = cell("sparse", "B", 1, p50=1.0, top1=0.9, sparsity=0.8)
+    path.result.evidence.sparse_path = "stored sparse (DENSIFY); this x86_64 CPU runs XNNPACK dense"
+    rows = by_key(rows_for([sparse, path]))
+    [a] = rows[("local", "sparse", "A", 1)].flags
+    assert (a.code, a.text) == ("sparse-not-used", "sparse-not-used: 80% zero weights stored and run dense by A; no speedup expected from them")
+    [b] = rows[("local", "sparse", "B", 1)].flags
+    assert (b.code, b.text) == ("sparse-path", "sparse-path: stored sparse (DENSIFY); this x86_64 CPU runs XNNPACK dense")
+
+
+def test_row_files_keep_warnings_as_texts_in_the_last_column():
+    from edgebench.bench.contracts.flags import Flag
+
+    c = cell("dense", "A", 1, p50=1.0, top1=0.9)
+    c.result.flags = [Flag("high-variance", "high variance: CoV 9.0% > 5%")]
+    [row] = rows_for([c])
+    data = row.to_dict()
+    assert list(data)[-1] == "warnings" and "flags" not in data and data["warnings"] == ["high variance: CoV 9.0% > 5%"]
+    assert type(row).columns() == list(data)
+    assert row.id.key == row.cell_key
 
 
 def test_accuracy_reference_prefers_same_backend_fp32():
@@ -155,7 +191,7 @@ def test_load_with_samples(tmp_path):
     c = cell("dense", "A", 1, p50=1.0, top1=0.9)
     c.result.samples_ns = [3, 1, 2]
     f = cell("dense", "B", 1, p50=0, top1=0, status="failed")
-    f.result.backend_info["traceback"] = "Traceback: boom"
+    f.result.traceback = "Traceback: boom"
     store.add_cell("r1", c)
     store.add_cell("r1", f)
     assert load(store, "r1").samples == {}

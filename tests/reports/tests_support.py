@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgebench.bench.results import Accuracy, CellResult, Contention, MemoryStats
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import Accuracy, CellResult, Contention, MemoryStats
 from edgebench.bench.stats import summarize
 from edgebench.bench.store import CellRecord
 
@@ -21,10 +22,10 @@ def ar1_samples(median_ms: float, n: int, seed: int, phi: float = 0.6, sd: float
 
 
 def cell_with(samples: list[int], recipe: str = "dense", batch: int = 1, target: str = "local", contended: bool = False,
-              warnings: list[str] | None = None, threads: int = 2, top1: float = 0.98, rss: float = 70.0, size: int = 112_451) -> CellRecord:
+              flags: list[Flag] | None = None, threads: int = 2, top1: float = 0.98, rss: float = 70.0, size: int = 112_451) -> CellRecord:
     key = f"small_cnn/{recipe}/onnxruntime/fp32/b{batch}/{target}"
     result = CellResult("ok", samples_ns=list(samples), latency=summarize(samples, batch) if samples else None,
                         memory=MemoryStats(rss - 14, rss, 14.0, None, None, None, 0.01, 10), accuracy=Accuracy(360, top1, 1.0),
-                        contention=Contention(0.3 if contended else 0.01, 0.5, 2, contended), warnings=list(warnings or []))
+                        contention=Contention(0.3 if contended else 0.01, 0.5, 2, contended), flags=list(flags or []))
     return CellRecord(key, "small_cnn", recipe, "onnxruntime", "fp32", batch, target, "ok", options={"threads": threads},
                       facts={"artifact": {"size_bytes": size}}, result=result)

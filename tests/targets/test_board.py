@@ -1,4 +1,4 @@
-"""Board: one target's share of a run, driven here by a scripted transport (no server, no worker)."""
+"""Board (bench/board.py): one target's share of a run, driven here by a scripted transport (no server, no worker)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from edgebench.bench import __version__
-from edgebench.bench.results import CellResult
-from edgebench.bench.worker import CellSpec
-from edgebench.targets import board as board_mod
+from edgebench.bench.contracts.version import __version__
+from edgebench.bench.contracts.results import CellResult
+from edgebench.bench.contracts.spec import CellSpec
+from edgebench.bench import board as board_mod
 from edgebench.targets.profiles import TargetProfile
 from edgebench.targets.transport import TargetUnreachable, WorkerOutcome
 from edgebench.targets.version import source_digest
@@ -55,6 +55,9 @@ class ScriptedTransport:
             self.connected = False
             return WorkerOutcome(CellResult.failed("connection lost to target pi during the cell (ConnectionError: gone)"), lost=True)
         return WorkerOutcome(CellResult(status="ok"))
+
+    def build_cache_dir(self) -> str:
+        return "/device/builds"
 
 
 @dataclass
@@ -99,7 +102,7 @@ class FakeRunner:
         self.store = FakeStore()
         self.saved: list[Record] = []
         self.logged: list[str] = []
-        self.paths = type("P", (), {"cells_dir": lambda _self, run_id: tmp})()
+        self.paths = type("P", (), {"cells_dir": lambda _self, run_id: tmp, "cache": tmp / "cache"})()
 
     def save(self, record: Record, summary: Any, replace: bool) -> None:
         self.saved.append(record)
@@ -173,6 +176,7 @@ def test_each_cell_gets_the_device_paths_and_the_profile_monitor(tmp_path, monke
     asyncio.run(board_mod.Board(FakeRunner(tmp_path), profile, jobs(1, tmp_path), 60, summary=None, replace=False).run())
     assert seen[0].artifact == "/device/files/abc/model.onnx" and seen[0].eval_data == "/device/files/abc/eval.npz"
     assert seen[0].monitor["thermal_limit_c"] == 55 and seen[0].monitor["cooldown_max_s"] == 30
+    assert seen[0].build_cache == "/device/builds"  # the target's build cache, from its transport
 
 
 def test_a_version_mismatch_fails_every_cell_with_both_versions(tmp_path, monkeypatch):

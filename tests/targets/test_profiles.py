@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edgebench.bench.config import load_suite
-from edgebench.bench.errors import ConfigError
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.targets.profiles import load_profiles
 
 BUILTINS = {"local", "jetson-orin-nano", "jetson-agx-orin", "raspberry-pi-4", "raspberry-pi-5", "desktop-gpu"}
@@ -91,3 +91,22 @@ def test_every_built_in_profile_installs_extras_that_exist():
         missing = set(profiles.get(name).extras) - extras
         assert not missing, f"{name}: extras {missing} are not in pyproject.toml"
     assert "nvml" in profiles.get("desktop-gpu").extras and "nvml" in profiles.get("desktop-gpu").samplers
+
+
+def test_an_unknown_sampler_is_a_one_line_error_naming_the_file_the_key_and_the_known_ones(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump({"name": "x", "samplers": ["thermal", "tegrastat"]}))
+    with pytest.raises(ConfigError) as e:
+        load_profiles(f).get("x")
+    message = str(e.value)
+    assert message.startswith(f"{f}: target 'x': samplers: unknown sampler 'tegrastat'; did you mean 'tegrastats'?")
+    assert "cpufreq" in message and "nvml" in message and "auto" in message and "\n" not in message
+
+
+def test_the_transport_follows_the_ssh_block_unless_the_profile_names_one(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump({"targets": [{"name": "board", "ssh": {"host": "b"}},
+                                             {"name": "here", "transport": "local", "ssh": {"host": "b"}}, {"name": "plain"}]}))
+    profiles = load_profiles(f)
+    assert profiles.get("board").transport == "ssh" and not profiles.get("board").is_local
+    assert profiles.get("here").is_local and profiles.get("plain").is_local

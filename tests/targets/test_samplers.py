@@ -1,5 +1,6 @@
-"""The per-cell device monitor (targets/samplers.py): timeline and phases on this machine, the throttle
-rules on a fake sysfs tree and fake tools, the cool-down gate, and the energy arithmetic."""
+"""The per-cell device monitor (targets/monitor.py over the samplers of targets/samplers.py): timeline and
+phases on this machine, the throttle rules on a fake sysfs tree and fake tools, the cool-down gate, the
+energy arithmetic, and a sampler added as one class."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.targets import samplers, sensors
-from edgebench.targets.samplers import DeviceMonitor, DeviceReport, MonitorSettings, energy_per_inference_mj
+from edgebench.targets import monitor as monitor_mod, samplers, sensors
+from edgebench.targets.monitor import DeviceMonitor, DeviceReport, MonitorSettings, energy_per_inference_mj
 from targets_support import fake_path, fixture_lines, tool, write  # noqa: F401  (fake_path: a fixture)
 
 FAST = dict(interval_s=0.03, slow_interval_s=0.03)
@@ -43,7 +44,7 @@ def test_monitor_on_this_machine_gives_a_phased_cpu_timeline():
     report = monitor.stop()
 
     phases = [r["phase"] for r in report.timeline]
-    assert phases[0] == samplers.UNMARKED and {"load", "measure", "evaluate"} <= set(phases)
+    assert phases[0] == monitor_mod.UNMARKED and {"load", "measure", "evaluate"} <= set(phases)
     assert phases.index("load") < phases.index("measure") < phases.index("evaluate")
     assert [p["phase"] for p in report.phases] == ["load", "measure", "evaluate"]
     times = [r["t"] for r in report.timeline]
@@ -207,13 +208,13 @@ while true; do cat "{current}"; sleep $(awk "BEGIN {{print $2/1000}}"); done
     time.sleep(0.15)  # rows still in flight from the idle line land in "unmarked"
     monitor.mark("measure")
     time.sleep(0.3)
-    child = monitor._tegra.proc
+    child = monitor.sampler("tegrastats").child.proc
     report = monitor.stop()
     assert child.poll() is not None  # the tegrastats child is gone
     assert report.power_rail == "VDD_IN"
     assert report.idle_power_mw == 2763
     assert report.measure_power_mw == 6140
-    assert [p["phase"] for p in report.phases] == ["idle", samplers.UNMARKED, "measure"]
+    assert [p["phase"] for p in report.phases] == ["idle", monitor_mod.UNMARKED, "measure"]
     # (6140 - 2763) mW x 0.010 s / 2 images = 16.885 mJ per image
     assert energy_per_inference_mj(report, 0.010, 2) == pytest.approx(16.885)
 
@@ -305,3 +306,55 @@ def test_a_ceiling_that_stays_put_is_not_a_throttle(board):
     write(policy / "cpuinfo_max_freq", "2200000")
     report = DeviceMonitor(MonitorSettings(samplers=["cpufreq"], **FAST), root=board).start().stop()
     assert report.throttled is False and report.timeline[-1]["cpu_mhz"] == {"policy0": 600}
+
+
+# --- the sampler registry -----------------------------------------------------------------------
+
+
+def test_every_sampler_is_registered_in_sampling_order():
+    names = [cls.name for cls in samplers.in_order()]
+    assert names == ["thermal", "cpufreq", "cpu", "vcgencmd", "tegrastats", "nvml"]
+    assert set(samplers.SAMPLERS.names()) == set(names)
+    monitor = DeviceMonitor(MonitorSettings())
+    assert list(monitor.status) == names  # auto asks for every one, in this order
+
+
+class FakeRail(samplers.Sampler):
+    """A board with a new power sensor: one class, no change to the monitor."""
+
+    name, order = "fake-rail", 70
+
+    def check(self) -> str:
+        return "ok"
+
+    def start(self) -> None:
+        self.power_rail = "VIN"
+
+    def sample(self, row, now):
+        row["power_mw"] = 1500.0 if row["phase"] == "idle" else 2500.0
+        return ["fake-rail: brown-out"] if row["phase"] == "measure" else []
+
+
+def test_a_new_sampler_is_one_registered_class(board, monkeypatch):
+    monkeypatch.setitem(samplers.SAMPLERS._items, FakeRail.name, FakeRail)
+    assert FakeRail.name in [cls.name for cls in samplers.in_order()]
+    monitor = DeviceMonitor(MonitorSettings(samplers=["cpu", "fake-rail"], interval_s=0.02, idle_s=0.1), root=board).start()
+    monitor.mark("measure")
+    time.sleep(0.08)
+    report = monitor.stop()
+    assert report.samplers == {"cpu": "ok", "fake-rail": "ok"}
+    assert report.power_rail == "VIN" and report.idle_power_mw == 1500.0 and report.measure_power_mw == 2500.0
+    assert report.throttled is True and report.throttle_reasons == ["fake-rail: brown-out"]  # listed once, not once per row
+
+
+def test_a_sampler_that_cannot_start_is_not_available_and_the_cell_goes_on(board, monkeypatch):
+    class Broken(FakeRail):
+        name = "broken"
+
+        def start(self) -> None:
+            raise PermissionError("/dev/i2c-1: permission denied")
+
+    monkeypatch.setitem(samplers.SAMPLERS._items, Broken.name, Broken)
+    report = DeviceMonitor(MonitorSettings(samplers=["cpu", "broken"], **FAST), root=board).start().stop()
+    assert report.samplers["broken"] == "not available: could not start broken: /dev/i2c-1: permission denied"
+    assert report.samplers["cpu"] == "ok" and report.power_rail is None and report.throttled is False

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.bench.errors import EdgebenchError
+from edgebench.bench.contracts.errors import EdgebenchError
 from edgebench.targets.setup import worker_requirements
 
 

@@ -143,7 +143,7 @@ def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs
     errors = " | ".join(failed.values())
     assert "connection lost to target ssh-loopback" in errors and "killed by SIGKILL" in errors
     assert f"`edgebench run --resume {run_id}` reruns it" in errors  # the lost cell names the command with this run's id
-    ok_ids = {k: c.id for k, c in cells.items() if c.status == "ok"}
+    ok_ids = {k: c.row_id for k, c in cells.items() if c.status == "ok"}
     assert len(ok_ids) == 2
 
     resumed = cli("run", "--resume", run_id, "--targets", str(targets), "--home", str(home), cwd=tmp_path)
@@ -151,7 +151,7 @@ def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs
     assert "2 cells already finished are kept" in resumed.stdout
     after = {c.cell_key: c for c in store.cells(run_id, with_samples=False)}
     assert all(c.status == "ok" for c in after.values()) and len(after) == 4
-    assert {k: after[k].id for k in ok_ids} == ok_ids  # finished cells were not measured again
+    assert {k: after[k].row_id for k in ok_ids} == ok_ids  # finished cells were not measured again
     for key in failed:
         assert after[key].facts["previous_attempt"] == failed[key]
     assert store.run(run_id).status == "finished"

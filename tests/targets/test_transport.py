@@ -13,7 +13,7 @@ import pytest
 from edgebench.bench.config import load_suite
 from edgebench.bench.runner import Paths, Runner
 from edgebench.targets.profiles import TargetProfile
-from edgebench.targets.transport import Bundle, SSHTransport, TargetUnreachable, artifact_bundle
+from edgebench.targets.transport import TRANSPORTS, Bundle, LocalTransport, SSHTransport, TargetUnreachable, artifact_bundle, make_transport
 
 
 def test_bundle_key_follows_content_not_path(tmp_path):
@@ -90,3 +90,21 @@ def test_an_unreachable_board_fails_its_cells_and_the_local_cells_still_run(buil
     assert cells["gone"].status == "failed" and "target gone: cannot connect to 127.0.0.1" in cells["gone"].error
     assert "error" in runner.store.environments(summary.run_id)["gone"]
     assert (summary.cells_ok, summary.cells_failed) == (1, 1)
+
+
+def test_transports_are_registered_and_picked_by_the_profile(tmp_path):
+    assert TRANSPORTS.names() == ["local", "ssh"]
+    local = make_transport(TargetProfile(name="here"), "r", tmp_path / "cells", build_cache=tmp_path / "cache" / "device-builds")
+    assert isinstance(local, LocalTransport) and local.workdir == tmp_path / "cells"
+    assert local.build_cache_dir() == str(tmp_path / "cache" / "device-builds")
+    assert make_transport(TargetProfile(name="here"), "r", tmp_path).build_cache_dir() == str(tmp_path / "device-builds")
+    remote = make_transport(TargetProfile(name="pi", ssh={"host": "pi.local"}), "r", tmp_path)
+    assert isinstance(remote, SSHTransport) and remote.run_id == "r"
+
+
+def test_the_ssh_build_cache_is_under_the_workdir_once_connected():
+    t = SSHTransport(TargetProfile(name="pi", ssh={"host": "pi.local"}, workdir="~/eb"), run_id="r")
+    with pytest.raises(TargetUnreachable, match="not connected"):
+        t.build_cache_dir()
+    t.root = t._remote_path(t.profile.workdir, "/home/pi")
+    assert t.build_cache_dir() == "/home/pi/eb/builds"  # the same folder for every run: builds are reused

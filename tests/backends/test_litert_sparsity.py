@@ -1,4 +1,4 @@
-"""models/tflite_sparsity.py on real litert-torch exports: a MobileNet-like net with 80% zero 1x1
+"""backends/_litert_sparsity.py on real litert-torch exports: a MobileNet-like net with 80% zero 1x1
 weights (eligible), the same net with a MaxPool inside, with a 5x5 stride-1 stem, with a
 ``mean((2, 3))`` head (which the converter turns into TRANSPOSE + MEAN), and with only 50% zero 1x1
 weights; each converted once per module."""
@@ -20,7 +20,7 @@ pytest.importorskip("ai_edge_litert")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edgebench.models import tflite_sparsity as ts  # noqa: E402
+from edgebench.backends import _litert_sparsity as ts  # noqa: E402
 
 ZERO_SHARE = 0.8  # of every 1x1 conv weight
 KINDS = ("ok", "maxpool", "conv5", "transpose", "half")

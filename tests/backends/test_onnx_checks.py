@@ -1,4 +1,4 @@
-"""The ONNX sparsity checker (models/sparsity_check.py): hand-built graphs for each weight layout, and
+"""The ONNX sparsity checker (backends/_onnx_checks.py): hand-built graphs for each weight layout, and
 real torch.onnx exports (BatchNorm folded) of a 2:4-pruned and of a dense conv net."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.models import pruning, recipes, sparsity_check
+from edgebench.backends import _onnx_checks as sparsity_check
+from edgebench.models import pruning, recipes
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

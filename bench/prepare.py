@@ -15,9 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from edgebench.bench.errors import one_line
+from edgebench.backends import base as backends
+from edgebench.backends.base import Calibration
+from edgebench.backends.litert import custom_ops
+from edgebench.bench.contracts.errors import one_line
+from edgebench.bench.worker import accuracy_and_fidelity, evaluate
 from edgebench.models import data as datasets
 from edgebench.models import recipes as recipe_lib
+from edgebench.models import zoo
+from edgebench.models.arch import build_module, resized_layers
 from edgebench.models.cache import Cache, Entry
 
 # Bump when training, pruning or export code changes what a cached entry would contain.
@@ -45,7 +51,10 @@ class Counters:
             setattr(self, kind, getattr(self, kind) + 1)
 
 
-def _versions() -> dict[str, str]:
+def _versions(without_torch: bool = False) -> dict[str, str]:
+    """The pipeline's version and, for steps that run PyTorch, torch's (a given file needs no torch)."""
+    if without_torch:
+        return {"pipeline": str(PIPELINE_VERSION)}
     import torch
 
     return {"torch": torch.__version__, "pipeline": str(PIPELINE_VERSION)}
@@ -54,8 +63,6 @@ def _versions() -> dict[str, str]:
 def save_module(module: Any, arch: dict[str, Any], out: Path) -> None:
     """``model.pt`` (state_dict) and ``arch.json`` (factory, kwargs, widths changed by pruning)."""
     import torch
-
-    from edgebench.backends.torch_eager import build_module, resized_layers
 
     base_arch = {k: v for k, v in arch.items() if k != "resized"}
     full = {**base_arch, "resized": resized_layers(module, build_module(base_arch))}
@@ -96,8 +103,6 @@ class Preparer:
 
     def spec(self, model_name: str) -> Any:
         """The model's spec: a user model given in the suite, else the built-in zoo entry."""
-        from edgebench.models import zoo
-
         return self.models.get(model_name) or zoo.entry(model_name)
 
     def _once(self, key: tuple[Any, ...], make: Callable[[], Entry]) -> Entry:
@@ -122,8 +127,6 @@ class Preparer:
 
     def _module(self, entry: Entry) -> Any:
         import torch
-
-        from edgebench.backends.torch_eager import build_module
 
         arch = json.loads((entry.dir / "arch.json").read_text())
         if arch.get("torchscript"):
@@ -155,8 +158,8 @@ class Preparer:
 
         spec = self.spec(model_name)
         data = self.dataset(spec.dataset, spec.input_size)
-        if spec.onnx:
-            return self._dense_onnx(model_name, spec, data)
+        if given_file(spec) is not None:
+            return self._dense_given(model_name, spec, data)
         if spec.torchscript:
             return self._dense_torchscript(model_name, spec, data)
         arch = spec.arch()
@@ -167,8 +170,6 @@ class Preparer:
         }
 
         def build(out: Path) -> dict[str, Any]:
-            from edgebench.backends.torch_eager import build_module
-
             t0 = time.perf_counter()
             train.seed_everything(0)
             module = build_module(arch)
@@ -198,9 +199,9 @@ class Preparer:
         if recipe.method == "dense":
             return dense
         spec = self.spec(model_name)
-        if spec.onnx or spec.torchscript:
-            kind = "an ONNX file" if spec.onnx else "a TorchScript archive"
-            raise NotApplicable(f"{spec.onnx or spec.torchscript}: recipe {recipe.name!r} needs the PyTorch module; give factory and weights for {model_name} instead of {kind}")
+        if given_file(spec) is not None or spec.torchscript:
+            kind = {"onnx": "an ONNX file", "tflite": "a .tflite file"}.get(given_kind(spec), "a TorchScript archive")
+            raise NotApplicable(f"{given_file(spec) or spec.torchscript}: recipe {recipe.name!r} needs the PyTorch module; give factory and weights for {model_name} instead of {kind}")
         data = self.dataset(spec.dataset, spec.input_size)
         payload = {"dense": dense.key, "recipe": recipe.identity(), **_versions()}
 
@@ -231,82 +232,93 @@ class Preparer:
         return entry
 
     def _artifact(self, model_name: str, recipe: recipe_lib.Recipe, backend_name: str, precision: str, options: dict[str, Any]) -> Entry:
-        from edgebench.backends import base
-        from edgebench.models import zoo
-
         model = self.pruned(model_name, recipe)
         dense = self.dense(model_name)
-        backend = base.get(backend_name)
-        if self.spec(model_name).onnx:
-            return self._onnx_artifact(model_name, model, backend_name, precision)
+        backend = backends.get(backend_name)
         calibration = self._calibration(dense, recipe) if precision == "int8" else None
         # Quantised artifacts are checked against the same backend's fp32 artifact (built first).
         reference = self.artifact(model_name, recipe, backend_name, "fp32", options) if precision != "fp32" else None
-        payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(), "backend_version": backend.availability().version,
+        given = given_file(self.spec(model_name)) is not None
+        if given:
+            self._check_consumes(model_name, backend)
+        # The exporter's versions, not the runtime's: the host need not have the runtime at all.
+        payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(given), "exporter": backend.export_versions(),
                    "export_version": backend.export_version, "calibration": calibration.method if calibration else None, "options": options}
 
         def build(out: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
-            module = self._module(model)
-            arch = json.loads((model.dir / "arch.json").read_text())
             inputs = np.load(dense.dir / "eval.npz")["inputs"]
-            art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out, calibration, options)
+            if given:
+                art, module = self._import(model_name, dense, backend, precision, out, inputs, calibration, options), None
+            else:
+                module = self._module(model)
+                arch = json.loads((model.dir / "arch.json").read_text())
+                art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out, calibration, options)
             export_s = time.perf_counter() - t0
-            if recipe.method == "semi_structured_2_4" and art.path.suffix == ".onnx":
-                from edgebench.models.sparsity_check import check_2_4_onnx
-
-                # Verify the pattern in what the runtime will load, after BN folding, not in PyTorch.
-                art.facts["pattern_2_4"] = {**check_2_4_onnx(art.path).to_dict(), "path": art.path.name}
-            return {
-                "artifact": art.path.name,
-                "files": [f.name for f in art.files],
-                "size_bytes": art.size_bytes,
-                "export_s": export_s,
-                "export_check": (_check_export(backend, art.path, precision, module, inputs) if reference is None
-                                 else _check_against(backend, art.path, precision, reference, dense)),
-                **art.facts,
-            }
+            art.facts.update(backend.check_artifact(art, recipe_lib.expectations(recipe)))
+            if reference is not None:
+                check = _check_against(backend, art.path, precision, reference, dense)
+            elif module is not None:
+                check = _check_export(backend, art.path, precision, module, inputs)
+            else:
+                check = {"skipped": f"user {backend.consumes} file: it is its own reference"}
+            return {"artifact": art.path.name, "files": [f.name for f in art.files], "size_bytes": art.size_bytes,
+                    "export_s": export_s, "export_check": check, **art.facts}
 
         entry = self.cache.get_or_build("artifacts", payload, build)
         self.counters.note(entry, "exported")
         detail = _check_text(entry.manifest["facts"]["export_check"])
-        self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "exported", detail)
+        self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "imported" if given else "exported", detail)
         return entry
+
+    def _check_consumes(self, model_name: str, backend: Any) -> None:
+        """A given file enters at the portable stage: only backends made from its kind run it."""
+        kind = given_kind(self.spec(model_name))
+        if backend.consumes != kind:
+            runs_on = ", ".join(backends.consumers(kind)) or "no installed backend"
+            raise NotApplicable(f"{model_name} is a given {kind} file: it runs on {runs_on}; give factory and weights to export it for {backend.name}")
+
+    def _import(self, model_name: str, dense: Entry, backend: Any, precision: str, out: Path, inputs: np.ndarray,
+                calibration: Calibration | None, options: dict[str, Any]) -> Any:
+        src = dense.dir / dense.manifest["facts"]["given_file"]
+        try:
+            return backend.import_artifact(src, precision, out, inputs[:1], calibration, options)
+        except NotImplementedError as exc:
+            raise NotApplicable(f"{model_name}: {exc}") from None
 
     def _calibration(self, dense: Entry, recipe: recipe_lib.Recipe) -> Any:
         """The recipe's calibration subset (saved with the dense model) and its calibration method."""
-        from edgebench.backends.base import Calibration
-
         path = dense.dir / "calibration.npy"
         if not path.exists():
             raise NotApplicable(f"{dense.dir}: no calibration images were saved for this model; int8 needs a model trained or imported by this edgebench")
         quantize = getattr(recipe, "quantize", None)
         return Calibration(np.load(path), quantize.calibration if quantize is not None else "minmax")
 
-    def _dense_onnx(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
-        """A user's plain ONNX model: kept as given, its own outputs are the fidelity reference."""
+    def _dense_given(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
+        """A user's ONNX or .tflite file: kept as given, its own outputs are the fidelity reference.
+
+        The file is run on the host where its runtime is installed here, to check it accepts the
+        dataset's inputs and to record its outputs; a file with custom operators is left to the
+        target, whose runtime may resolve them (the cell fails there naming them if not)."""
         import shutil
 
-        from edgebench.backends import base
-        from edgebench.bench.worker import evaluate
-
-        src = Path(spec.onnx)
-        payload = {"model": model_name, "onnx": _file_hash(src), "dataset": spec.dataset, "data_hash": data.content_hash(), "pipeline": str(PIPELINE_VERSION)}
+        src, kind = Path(given_file(spec)), given_kind(spec)
+        payload = {"model": model_name, kind: _file_hash(src), "dataset": spec.dataset, "data_hash": data.content_hash(),
+                   "pipeline": str(PIPELINE_VERSION), "calibration": True}
 
         def build(out: Path) -> dict[str, Any]:
             for f in [src] + [p for p in [src.with_name(src.name + ".data")] if p.exists()]:
                 shutil.copy2(f, out / f.name)
-            backend = base.get("onnxruntime")
-            try:
-                session = backend.load(out / src.name, "fp32", {"threads": 1})
-                reference = evaluate(session, data.x_test, 1)
-            except Exception as exc:
-                raise ValueError(f"{src}: onnxruntime cannot run it on {data.input_shape} inputs ({one_line(exc, 300)}); check input_size and the file") from None
-            return {"onnx_file": src.name, **_write_eval(out, data, reference), **_onnx_facts(out / src.name)}
+            np.save(out / "calibration.npy", data.calibration_subset())  # int8 through the runtime's own quantiser
+            reference = _given_reference(out / src.name, kind, data)
+            facts = _onnx_facts(out / src.name) if kind == "onnx" else {"params": None, "nonzero_params": None, "sparsity": None, "weight_sparsity": None,
+                                                                            "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
+            return {"given_file": src.name, "given_kind": kind, **({"onnx_file": src.name} if kind == "onnx" else {}),
+                    **_write_eval(out, data, reference), **facts}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
-        self._say(entry, f"onnx {model_name}", "imported", _top1_text(entry))
+        self._say(entry, f"{kind} {model_name}", "imported", _top1_text(entry))
         return entry
 
     def _dense_torchscript(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
@@ -338,15 +350,6 @@ class Preparer:
         self._say(entry, f"torchscript {model_name}", "imported", _top1_text(entry))
         return entry
 
-    def _onnx_artifact(self, model_name: str, dense: Entry, backend_name: str, precision: str) -> Entry:
-        if backend_name != "onnxruntime" or precision != "fp32":
-            raise NotApplicable(f"{model_name} is a plain ONNX file: it runs on onnxruntime fp32 only; give factory and weights to export it for {backend_name}/{precision}")
-        name = dense.manifest["facts"]["onnx_file"]
-        files = [dense.dir / name] + [p for p in [dense.dir / (name + ".data")] if p.exists()]
-        facts = {"artifact": name, "files": [f.name for f in files], "size_bytes": sum(f.stat().st_size for f in files),
-                 "export_check": {"skipped": "user ONNX file: it is its own reference"}}
-        return Entry("artifacts", dense.key, dense.dir, {"facts": facts}, hit=True)
-
     def _context(self, recipe: recipe_lib.Recipe, data: datasets.Dataset, dense: Entry) -> recipe_lib.PruneContext:
         import torch
 
@@ -377,6 +380,31 @@ class Preparer:
     def _say(self, entry: Entry, what: str, verb: str, detail: str) -> None:
         state = f"cached ({entry.key[:8]})" if entry.hit else f"{verb} ({entry.key[:8]})"
         self.log(f"{what}: {state}, {detail}")
+
+
+def given_file(spec: Any) -> str | None:
+    """The user's file that enters the pipeline at the portable stage (``onnx`` or ``tflite``), if any."""
+    return getattr(spec, "onnx", None) or getattr(spec, "tflite", None)
+
+
+def given_kind(spec: Any) -> str | None:
+    return "onnx" if getattr(spec, "onnx", None) else "tflite" if getattr(spec, "tflite", None) else None
+
+
+def _given_reference(path: Path, kind: str, data: datasets.Dataset) -> np.ndarray | None:
+    """The given file's own logits on the evaluation inputs, run by the first backend of its kind
+    that this host has; None when none is installed here or it needs custom operators."""
+    for name in backends.consumers(kind):
+        backend = backends.get(name)
+        if not backend.availability().available:
+            continue
+        if kind == "tflite" and custom_ops(path):
+            return None
+        try:
+            return evaluate(backend.load(path, "fp32", {"threads": 1, "batch": 1}), data.x_test, 1)
+        except Exception as exc:
+            raise ValueError(f"{path.name}: {name} cannot run it on {data.input_shape} inputs ({one_line(exc, 300)}); check input_size and the file") from None
+    return None
 
 
 def _file_hash(path: str | Path) -> str:
@@ -438,10 +466,13 @@ def _imported_counts(params: int, nonzero: int) -> dict[str, Any]:
             "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
 
 
-def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray) -> dict[str, Any]:
-    """``eval.npz`` (inputs, the dense reference logits, labels where there are any) and its facts."""
+def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray | None) -> dict[str, Any]:
+    """``eval.npz`` (inputs, the dense reference logits where known, labels where there are any) and its facts."""
     labels = {"labels": data.y_test} if data.has_labels else {}  # no labels: latency only
-    np.savez(out / "eval.npz", inputs=data.x_test, reference_logits=reference, **labels)
+    logits = {"reference_logits": reference} if reference is not None else {}  # None: a given file this host cannot run
+    np.savez(out / "eval.npz", inputs=data.x_test, **logits, **labels)
+    if reference is None:
+        return {"latency_only": not data.has_labels, "top1_torch": None}
     return {
         "latency_only": not data.has_labels,
         "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
@@ -455,8 +486,7 @@ def _top1_text(entry: Entry) -> str:
 
 def _check_export(backend: Any, path: Path, precision: str, module: Any, inputs: np.ndarray) -> dict[str, Any]:
     """Run the exported artifact on the host and compare with the PyTorch module it came from."""
-    from edgebench.bench.worker import evaluate
-    from edgebench.models.train import logits
+    from edgebench.models.train import logits  # torch
 
     avail = backend.availability()
     if not avail.available:
@@ -472,8 +502,6 @@ def _check_against(backend: Any, path: Path, precision: str, reference: Entry, d
     """A quantised artifact against the same backend's fp32 artifact, on the real evaluation set:
     top-1 agreement, both top-1 accuracies and the difference in points (the number that matters
     for int8), and the largest logit difference."""
-    from edgebench.bench.worker import accuracy_and_fidelity, evaluate
-
     avail = backend.availability()
     if not avail.available:
         return {"skipped": f"not checked: {backend.name} {avail.reason}"}

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from edgebench.bench.contracts.evidence import Evidence
+from edgebench.bench.contracts.flags import Flag
+
 
 @dataclass
 class LatencyStats:
@@ -67,21 +70,30 @@ class Contention:
     steal_share: float | None = None  # hypervisor steal, included in other_cpu_share
 
 
+def _bound(default: Any, doc: str = "", **limits: Any) -> Any:
+    """A settings field with its validation bounds (``ge``, ``gt``, ``le``) for the suite's config
+    model, which is generated from this dataclass (bench/config.py): one definition of each setting."""
+    return field(default=default, metadata={"doc": doc, **limits})
+
+
 @dataclass
 class MeasureSettings:
-    """Warm-up and measurement floors (both a count and a time must be reached) and caps."""
+    """Warm-up and measurement floors (both a count and a time must be reached) and caps.
 
-    warmup_runs: int = 10
-    warmup_seconds: float = 0.5
-    min_runs: int = 100
-    min_seconds: float = 2.0
-    max_runs: int = 100_000
-    max_seconds: float = 60.0
-    cov_warn: float = 0.05
-    contention_threshold: float = 0.05
-    rss_interval_s: float = 0.01
-    uss_interval_s: float = 0.1
-    processes: int = 1  # worker processes per cell, samples pooled (bench/processes.py)
+    Defaults follow trtexec / benchmark_model practice; a suite's ``measure:`` block sets them."""
+
+    warmup_runs: int = _bound(10, "warm-up ends when both floors are reached...", ge=0)
+    warmup_seconds: float = _bound(0.5, ge=0)
+    min_runs: int = _bound(100, "...and so does measurement", ge=1)
+    min_seconds: float = _bound(2.0, ge=0)
+    max_runs: int = _bound(100_000, "caps, reported as a warning when they stop a cell", ge=1)
+    max_seconds: float = _bound(60.0, gt=0)
+    cov_warn: float = _bound(0.05, "warn when std/mean exceeds this", gt=0)
+    contention_threshold: float = _bound(0.05, "flag a cell when other processes used more of the CPU than this", gt=0, le=1)
+    rss_interval_s: float = _bound(0.01, gt=0)
+    uss_interval_s: float = _bound(0.1, gt=0)
+    processes: int = _bound(1, "worker processes per cell, each with the full warm-up and 1/N of the floors; samples pooled, "
+                               "so one process's mode (layout, placement) does not decide a run", ge=1, le=50)
 
 
 @dataclass
@@ -90,7 +102,8 @@ class CellResult:
 
     status: str
     error: str | None = None
-    backend_info: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence | None = None  # what really ran (contracts/evidence.py), from the backend's session
+    traceback: str | None = None  # a failed cell's traceback, for the report's failure section
     load_s: float | None = None
     first_inference_s: float | None = None
     warmup_runs: int | None = None
@@ -102,14 +115,19 @@ class CellResult:
     accuracy: Accuracy | None = None
     fidelity: Fidelity | None = None
     contention: Contention | None = None
-    warnings: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)  # warnings as codes with their text (contracts/flags.py)
     worker_wall_s: float | None = None
-    # The device during the cell (targets/samplers.py DeviceReport as data): timeline, temperatures,
+    # The device during the cell (targets/monitor.py DeviceReport as data): timeline, temperatures,
     # throttling, cool-down wait, power; None when the cell ran without a monitor.
     device: dict[str, Any] | None = None
     energy_mj_per_inference: float | None = None
     processes: int = 1  # worker processes whose samples were pooled into this result
     process_p50_ms: list[float] = field(default_factory=list)  # each process's own median, when more than one
+
+    @property
+    def warnings(self) -> list[str]:
+        """The flags' texts, for display; code that decides anything reads :attr:`flags`."""
+        return [f.text for f in self.flags]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +140,14 @@ class CellResult:
         for key, typ in nested.items():
             if kwargs.get(key) is not None:
                 kwargs[key] = typ(**kwargs[key])
+        kwargs["evidence"] = Evidence.from_dict(kwargs.get("evidence"))
+        # results stored by edgebench 0.1: free-form backend_info and warnings as plain text
+        legacy = data.get("backend_info") or {}
+        if kwargs["evidence"] is None and legacy:
+            kwargs["evidence"] = Evidence.from_legacy(legacy)
+        if kwargs.get("traceback") is None and legacy.get("traceback"):
+            kwargs["traceback"] = str(legacy["traceback"])
+        kwargs["flags"] = [Flag.from_data(f) for f in kwargs.get("flags") or data.get("warnings") or []]
         return cls(**kwargs)
 
     @classmethod

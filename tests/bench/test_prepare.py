@@ -1,12 +1,12 @@
-"""The host pipeline (models/prepare.py): the session's real build, and a rebuild that is all cache hits."""
+"""The host pipeline (bench/prepare.py): the session's real build, and a rebuild that is all cache hits."""
 
 from __future__ import annotations
 
 import pytest
 
+from edgebench.bench.prepare import Preparer
 from edgebench.models import recipes
 from edgebench.models.cache import Cache
-from edgebench.models.prepare import Preparer
 
 
 def snapshot(root):

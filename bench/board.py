@@ -1,43 +1,49 @@
-"""One target's share of a run: connect, probe, check versions, then measure its cells one at a time.
+"""Running one target's cells: connect, probe, check versions, then measure each cell in one or
+more worker processes and pool them. The one place a cell meets its target (the transport, local
+or SSH, is targets/transport.py).
 
 A lost connection fails the cell it happened in; the next cell reconnects. A target that stays
 unreachable fails its remaining cells at once with the reason, and ``edgebench run --resume RUN_ID``
 runs them later. Finished cells are in the store as soon as they finish.
+
+``measure.processes``: one process's median is a draw, not the cell's. Address-space layout, memory
+placement and the core a process lands on put some processes of the same cell in a slower or faster
+mode for their whole life (pyperf spawns 20 processes per benchmark for this reason). On the 2-core VM
+edgebench is developed on, one small cell's p50 came out at 0.033 ms in some runs and 0.050 ms in
+others; a regression check comparing two single-process runs then sees a 1.5x "change" whenever the
+two draws differ. Pooling the samples of N processes per cell puts several draws into every run, so
+runs differ less. Each process keeps the full warm-up and gets 1/N of the measurement floors and caps;
+the samples are concatenated in process order (the regression tests' blocks stay contiguous within a
+process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-from edgebench.bench.processes import per_process, pool
-from edgebench.bench.results import CellResult
+from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.results import CellResult, Contention, MeasureSettings
+from edgebench.bench.contracts.spec import CellSpec
+from edgebench.bench.stats import summarize
 from edgebench.bench.store import now
+from edgebench.bench.worker import variance_flag
 from edgebench.targets.profiles import TargetProfile
 from edgebench.targets.transport import Bundle, TargetUnreachable, artifact_bundle, make_transport
-from edgebench.targets.version import source_digest
+from edgebench.targets.version import version_mismatch
 
 # After this many cells in a row could not reach the target, the rest are failed without trying.
 GIVE_UP_AFTER = 2
 RECONNECT_POLL_S = 5.0
 
 
-def version_mismatch(profile: TargetProfile, device_fp: dict[str, Any]) -> str | None:
-    """A one-line error when the device's edgebench differs from the host's, else None."""
-    from edgebench.bench import __version__
-
-    host = (__version__, source_digest())
-    device = (device_fp.get("edgebench_version"), device_fp.get("edgebench_source"))
-    if host == device:
-        return None
-    return (f"edgebench on target {profile.name} is {device[0]} (source {device[1]}), the host's is {host[0]} (source {host[1]}); "
-            f"run `edgebench target setup {profile.name}` to install the host's version there")
-
-
 class Board:
+    """One target's share of a run (``runner``: the Runner; ``jobs``: its cells, built on the host)."""
+
     def __init__(self, runner: Any, profile: TargetProfile, jobs: list[Any], timeout_s: float, summary: Any, replace: bool) -> None:
         self.runner = runner
         self.profile = profile
@@ -46,7 +52,8 @@ class Board:
         self.summary = summary
         self.replace = replace
         self.run_id = runner.run_id
-        self.transport = make_transport(profile, self.run_id, runner.paths.cells_dir(self.run_id), runner._pythonpath)
+        self.transport = make_transport(profile, self.run_id, runner.paths.cells_dir(self.run_id), runner._pythonpath,
+                                        build_cache=runner.paths.cache / "device-builds")
         self.fingerprint: dict[str, Any] = {}
         self._unreachable = 0
         self._last_reason = ""
@@ -54,6 +61,7 @@ class Board:
 
     # -- the board's whole share ---------------------------------------------------------
     async def run(self) -> None:
+        """Measure every job on the target, storing each result as it finishes."""
         reason = await self._connect_and_probe()
         if reason is None:
             reason = None if self.profile.is_local else version_mismatch(self.profile, self.fingerprint)
@@ -103,8 +111,12 @@ class Board:
         offered = self.profile.backends
         if offered is not None and backend not in offered:
             return f"target {self.profile.name} does not offer {backend} (it offers {', '.join(offered)})"
+        # The target's probe says which runtimes its worker can import: availability is decided
+        # here, per target, never from the host's imports.
         info = (self.fingerprint.get("backends") or {}).get(backend)
-        if not self.profile.is_local and info is not None and not info.get("available"):
+        if info is not None and not info.get("available"):
+            if self.profile.is_local:
+                return f"{backend}: {info.get('reason')}"
             return f"{backend} is not installed on target {self.profile.name}: {info.get('reason')}"
         return None
 
@@ -162,14 +174,15 @@ class Board:
         self._last_reason = reason
         return CellResult.failed(reason)
 
-    async def _device_spec(self, job: Any) -> Any:
-        """The job's spec with the device's paths (files copied once per content hash) and the profile's monitor."""
+    async def _device_spec(self, job: Any) -> CellSpec:
+        """The job's spec with the device's paths (files copied once per content hash), the profile's
+        monitor and the target's build cache."""
         spec = job.spec
         artifact, eval_data = Path(spec.artifact), Path(spec.eval_data)
         art_dir = await self.transport.place(artifact_bundle(artifact))
         eval_dir = await self.transport.place(Bundle([eval_data]))
         return dataclasses.replace(spec, artifact=f"{art_dir}/{artifact.name}", eval_data=f"{eval_dir}/{eval_data.name}",
-                                   monitor=self.profile.monitor_settings())
+                                   monitor=self.profile.monitor_settings(), build_cache=self.transport.build_cache_dir())
 
     def _describe(self, job: Any) -> None:
         if self._task is not None:
@@ -186,3 +199,74 @@ class Board:
         self.runner.log_cell(record)
         if self._task is not None:
             self.runner.progress.advance(self._task)
+
+
+# -- one cell in N processes (measure.processes) ---------------------------------------------
+
+def per_process(settings: MeasureSettings) -> MeasureSettings:
+    """The floors and caps one of ``settings.processes`` workers measures to (warm-up unchanged)."""
+    n = max(1, settings.processes)
+    if n == 1:
+        return settings
+    return dataclasses.replace(settings, processes=1, min_runs=math.ceil(settings.min_runs / n), min_seconds=settings.min_seconds / n,
+                               max_runs=math.ceil(settings.max_runs / n), max_seconds=settings.max_seconds / n)
+
+
+def pool(parts: list[CellResult], batch: int, settings: MeasureSettings) -> CellResult:
+    """One result from the results of the same cell's worker processes (all ``ok``)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    samples = [s for p in parts for s in p.samples_ns]
+    latency = summarize(samples, batch)
+    memory = max((p.memory for p in parts if p.memory is not None), key=lambda m: m.peak_rss_mib, default=None)
+    energies = [p.energy_mj_per_inference for p in parts if p.energy_mj_per_inference is not None]
+    return dataclasses.replace(
+        first,
+        samples_ns=samples, latency=latency, memory=memory,
+        warmup_runs=sum(p.warmup_runs or 0 for p in parts), warmup_s=sum(p.warmup_s or 0.0 for p in parts),
+        worker_wall_s=sum(p.worker_wall_s or 0.0 for p in parts),
+        contention=_contention([p.contention for p in parts if p.contention is not None]),
+        device=_device([p.device for p in parts]),
+        energy_mj_per_inference=sum(energies) / len(energies) if energies else None,
+        processes=len(parts),
+        process_p50_ms=[p.latency.p50_ms for p in parts if p.latency is not None],
+        flags=_flags(parts, latency.cov, settings),
+    )
+
+
+def _contention(parts: list[Contention]) -> Contention | None:
+    """The worst process decides: a cell is contended if any of its processes was."""
+    if not parts:
+        return None
+    others = [c.other_cpu_share for c in parts if c.other_cpu_share is not None]
+    own = [c.own_cpu_share for c in parts if c.own_cpu_share is not None]
+    steal = [c.steal_share for c in parts if c.steal_share is not None]
+    return Contention(max(others) if others else None, sum(own) / len(own) if own else None, parts[0].logical_cpus,
+                      any(c.contended for c in parts), max(steal) if steal else None)
+
+
+def _device(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The first process's device report, with every process's timeline and the worst state of any."""
+    reports = [d for d in parts if d]
+    if not reports:
+        return None
+    out = dict(reports[0])
+    out["timeline"] = [{**row, "process": i} for i, d in enumerate(reports) for row in d.get("timeline", [])]
+    out["throttled"] = any(d.get("throttled") for d in reports)
+    out["throttle_reasons"] = list(dict.fromkeys(r for d in reports for r in d.get("throttle_reasons") or []))
+    temps = [d["temp_max_c"] for d in reports if d.get("temp_max_c") is not None]
+    out["temp_max_c"] = max(temps) if temps else None
+    out["temp_end_c"] = reports[-1].get("temp_end_c")
+    return out
+
+
+def _flags(parts: list[CellResult], cov: float, settings: MeasureSettings) -> list[Flag]:
+    """Each process's flags once, with the variance flag recomputed on the pooled samples."""
+    out = list(dict.fromkeys(f for p in parts for f in p.flags if f.code != "high-variance"))
+    if high := variance_flag(cov, settings):
+        out.insert(0, high)
+    p50 = [p.latency.p50_ms for p in parts if p.latency is not None]
+    if len(p50) > 1 and min(p50) > 0 and max(p50) / min(p50) > 1 + settings.cov_warn * 2:
+        out.append(Flag("processes-disagree", f"processes disagree: per-process p50 {min(p50):.4g}-{max(p50):.4g} ms ({max(p50) / min(p50):.2f}x)"))
+    return out
