@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends import _litert_sparsity as tflite_sparsity
+from edgebench.backends._litert_sparsity import delegated_indices
+from edgebench.backends._xnnpack_sparse_rules import check_sparse_rules
 from edgebench.backends.base import Artifact, Availability, Backend, Calibration, Session, copy_artifact, register, version_of
 from edgebench.bench.contracts.evidence import Delegation, Evidence
 
@@ -83,29 +85,6 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero = detail["quantization"]
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-def delegated_indices(ops: list[dict[str, Any]]) -> set[int]:
-    """Indices of the model's operators that a delegate took, from the interpreter's node list.
-
-    After delegation the interpreter lists the model's nodes and then one ``DELEGATE`` node per
-    partition; walking back from a partition's outputs over producers, stopping at its inputs,
-    finds the nodes it replaced.
-    """
-    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
-    producer = {int(t): op["index"] for op in originals for t in op["outputs"]}
-    by_index = {op["index"]: op for op in originals}
-    taken: set[int] = set()
-    for part in (op for op in ops if op["op_name"] == "DELEGATE"):
-        boundary = {int(t) for t in part["inputs"]}
-        stack = [int(t) for t in part["outputs"]]
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node in taken:
-                continue
-            taken.add(node)
-            stack.extend(int(t) for t in by_index[node]["inputs"] if int(t) >= 0 and int(t) not in boundary)
-    return taken
 
 
 def delegation(ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -362,7 +341,7 @@ def _cast_weights_fp16(path: Path) -> dict[str, Any]:
 
 def _store_sparse(path: Path, precision: str) -> dict[str, Any]:
     """Check XNNPACK's sparse-inference rules and store qualifying 1x1 conv weights sparse."""
-    rules = tflite_sparsity.check_sparse_rules(path).to_dict()
+    rules = check_sparse_rules(path).to_dict()
     if precision != "fp32":
         return {"applied": False, "reason": f"XNNPACK's sparse inference is fp32 only; {precision} weights are stored dense", "rules": rules}
     dense = path.with_name("dense.tflite")

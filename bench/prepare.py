@@ -18,8 +18,9 @@ import numpy as np
 from edgebench.backends import base as backends
 from edgebench.backends.base import Calibration
 from edgebench.backends.litert import custom_ops
+from edgebench.bench.artifact_checks import check_against, check_export, check_text
 from edgebench.bench.contracts.errors import one_line
-from edgebench.bench.worker import accuracy_and_fidelity, evaluate
+from edgebench.bench.worker import evaluate
 from edgebench.models import data as datasets
 from edgebench.models import recipes as recipe_lib
 from edgebench.models import zoo
@@ -28,9 +29,6 @@ from edgebench.models.cache import Cache, Entry
 
 # Bump when training, pruning or export code changes what a cached entry would contain.
 PIPELINE_VERSION = 2
-EXPORT_TOLERANCE = 1e-4
-QUANTIZED_TOLERANCE_PTS = 1.0  # top-1 points a quantised artifact may lose against its fp32 artifact
-CHECK_BATCH = 32
 
 
 class NotApplicable(ValueError):
@@ -257,9 +255,9 @@ class Preparer:
             export_s = time.perf_counter() - t0
             art.facts.update(backend.check_artifact(art, recipe_lib.expectations(recipe)))
             if reference is not None:
-                check = _check_against(backend, art.path, precision, reference, dense)
+                check = check_against(backend, art.path, precision, reference, dense)
             elif module is not None:
-                check = _check_export(backend, art.path, precision, module, inputs)
+                check = check_export(backend, art.path, precision, module, inputs)
             else:
                 check = {"skipped": f"user {backend.consumes} file: it is its own reference"}
             return {"artifact": art.path.name, "files": [f.name for f in art.files], "size_bytes": art.size_bytes,
@@ -267,7 +265,7 @@ class Preparer:
 
         entry = self.cache.get_or_build("artifacts", payload, build)
         self.counters.note(entry, "exported")
-        detail = _check_text(entry.manifest["facts"]["export_check"])
+        detail = check_text(entry.manifest["facts"]["export_check"])
         self._say(entry, f"{backend_name}/{precision} {recipe.name} {model_name}", "imported" if given else "exported", detail)
         return entry
 
@@ -482,55 +480,3 @@ def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray | None)
 def _top1_text(entry: Entry) -> str:
     top1 = entry.manifest["facts"].get("top1_torch")
     return "latency only (no dataset)" if top1 is None else f"top-1 {top1:.2%}"
-
-
-def _check_export(backend: Any, path: Path, precision: str, module: Any, inputs: np.ndarray) -> dict[str, Any]:
-    """Run the exported artifact on the host and compare with the PyTorch module it came from."""
-    from edgebench.models.train import logits  # torch
-
-    avail = backend.availability()
-    if not avail.available:
-        return {"skipped": f"not checked: {backend.name} {avail.reason}"}
-    session = backend.load(path, precision, {"threads": 1, "batch": CHECK_BATCH})
-    got = evaluate(session, inputs, CHECK_BATCH)
-    want = logits(module, inputs).astype(np.float64)
-    diff = float(np.abs(got - want).max())
-    return {"reference": "pytorch", "n": int(len(inputs)), "max_abs_diff": diff, "tolerance": EXPORT_TOLERANCE, "ok": diff < EXPORT_TOLERANCE}
-
-
-def _check_against(backend: Any, path: Path, precision: str, reference: Entry, dense: Entry) -> dict[str, Any]:
-    """A quantised artifact against the same backend's fp32 artifact, on the real evaluation set:
-    top-1 agreement, both top-1 accuracies and the difference in points (the number that matters
-    for int8), and the largest logit difference."""
-    avail = backend.availability()
-    if not avail.available:
-        return {"skipped": f"not checked: {backend.name} {avail.reason}"}
-    data = np.load(dense.dir / "eval.npz")
-    inputs = data["inputs"]
-    labels = data["labels"] if "labels" in data.files else None
-    opts = {"threads": 1, "batch": CHECK_BATCH}
-    got = evaluate(backend.load(path, precision, opts), inputs, CHECK_BATCH)
-    ref_path = reference.dir / reference.manifest["facts"]["artifact"]
-    want = evaluate(backend.load(ref_path, "fp32", opts), inputs, CHECK_BATCH)
-    # the same accuracy and fidelity numbers a cell reports, with the fp32 artifact as the reference
-    acc, fid = accuracy_and_fidelity(got, labels, want)
-    ref_acc, _ = accuracy_and_fidelity(want, labels, None)
-    out: dict[str, Any] = {"reference": f"{backend.name} fp32", "n": int(len(inputs)),
-                           "agreement": fid.top1_agreement, "max_abs_diff": fid.max_abs_diff}
-    if acc is not None and ref_acc is not None:
-        delta = (acc.top1 - ref_acc.top1) * 100
-        out.update(top1=acc.top1, reference_top1=ref_acc.top1, delta_pts=delta, tolerance_pts=QUANTIZED_TOLERANCE_PTS,
-                   ok=delta >= -QUANTIZED_TOLERANCE_PTS)
-    return out
-
-
-def _check_text(check: dict[str, Any]) -> str:
-    """The export check in one phrase for the progress log."""
-    if "skipped" in check:
-        return check["skipped"]
-    if check.get("reference") == "pytorch":
-        return f"max |diff| vs torch {check['max_abs_diff']:.1e}"
-    text = f"agreement with {check['reference']} {check['agreement']:.1%}"
-    if "delta_pts" in check:
-        text += f", top-1 {check['top1']:.2%} ({check['delta_pts']:+.2f} pts)"
-    return text

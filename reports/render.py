@@ -72,6 +72,10 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         out.append("|" + "---|" * len(HEADERS))
         for row in rows:
             out.append("| " + " | ".join(table_cells(row)) + " |")
+        shapes = [r for r in rows if r.given_file and r.input_shape]
+        if shapes:
+            out += ["", "Input shapes timed (models given as files; a dynamic dimension takes the dataset's size):", ""]
+            out += [f"- `{r.cell_key}`: {'x'.join(map(str, r.input_shape))} {r.input_layout or ''} ({r.given_file})".rstrip() for r in shapes]
         notes = [(r.cell_key, w) for r in rows for w in r.warnings]
         if notes:
             out += ["", "Warnings:", ""] + [f"- `{k}`: {w}" for k, w in notes]

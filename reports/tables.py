@@ -74,6 +74,11 @@ class Row:
     throttle_reasons: list[str] = field(default_factory=list)
     cooldown_wait_s: float | None = None
     power_mw: float | None = None
+    # The input the timed loop ran on, as the backend took it (batch first), and its layout: a model given
+    # as a file may have dynamic dimensions, whose size then comes from the dataset (input_size).
+    input_shape: list[int] | None = None
+    input_layout: str | None = None
+    given_file: str | None = None  # the user's .onnx/.tflite this model is, when it is one
     # The cell's warnings: the worker's flags, then what the report reads from the evidence (sparse path,
     # zeros run dense, operators left off the delegate). Last, so the files list them as their last column.
     flags: list[Flag] = field(default_factory=list)
@@ -114,6 +119,7 @@ def _row(cell: CellRecord) -> Row:
     row.sparsity, row.weight_sparsity = model.get("sparsity"), model.get("weight_sparsity")
     row.size_bytes = art.get("size_bytes")
     row.export_max_abs_diff = art.get("export_check", {}).get("max_abs_diff")
+    row.given_file = model.get("given_file")
     r = cell.result
     if r is None or r.status != "ok":
         return row
@@ -132,6 +138,8 @@ def _row(cell: CellRecord) -> Row:
     if r.contention:
         row.other_cpu_share, row.contended = r.contention.other_cpu_share, r.contention.contended
     _device_fields(row, r.device, r.energy_mj_per_inference)
+    if r.evidence is not None:
+        row.input_shape, row.input_layout = r.evidence.input_shape, r.evidence.input_layout
     row.flags = list(r.flags) + evidence_flags(row, r.evidence)
     return row
 

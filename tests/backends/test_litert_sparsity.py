@@ -1,7 +1,7 @@
-"""backends/_litert_sparsity.py on real litert-torch exports: a MobileNet-like net with 80% zero 1x1
-weights (eligible), the same net with a MaxPool inside, with a 5x5 stride-1 stem, with a
-``mean((2, 3))`` head (which the converter turns into TRANSPOSE + MEAN), and with only 50% zero 1x1
-weights; each converted once per module."""
+"""backends/_litert_sparsity.py, _xnnpack_sparse_rules.py and _tflite_flatbuffer.py on real
+litert-torch exports: a MobileNet-like net with 80% zero 1x1 weights (eligible), the same net with a
+MaxPool inside, with a 5x5 stride-1 stem, with a ``mean((2, 3))`` head (which the converter turns
+into TRANSPOSE + MEAN), and with only 50% zero 1x1 weights; each converted once per module."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgebench.backends import _litert_sparsity as ts  # noqa: E402
+from edgebench.backends._tflite_flatbuffer import decode_sparse, encode_csr, sparsity_parameters  # noqa: E402
+from edgebench.backends._xnnpack_sparse_rules import check_sparse_rules  # noqa: E402
 
 ZERO_SHARE = 0.8  # of every 1x1 conv weight
 KINDS = ("ok", "maxpool", "conv5", "transpose", "half")
@@ -122,7 +124,7 @@ def weight(model, t: int) -> np.ndarray:
 
 
 def test_eligible_mobilenet_like(exported):
-    report = ts.check_sparse_rules(exported["ok"])
+    report = check_sparse_rules(exported["ok"])
     assert report.eligible, report.reasons
     assert report.reasons == []
     ops = {c.index: c for c in report.ops}
@@ -145,7 +147,7 @@ def test_eligible_mobilenet_like(exported):
 
 
 def test_maxpool_inside_is_named(exported):
-    report = ts.check_sparse_rules(exported["maxpool"])
+    report = check_sparse_rules(exported["maxpool"])
     assert not report.eligible
     pool = next(c for c in report.ops if c.op == "MAX_POOL_2D")
     assert pool.in_span and not pool.allowed
@@ -153,20 +155,20 @@ def test_maxpool_inside_is_named(exported):
 
 
 def test_5x5_stride_1_stem_is_not_a_start(exported):
-    report = ts.check_sparse_rules(exported["conv5"])
+    report = check_sparse_rules(exported["conv5"])
     assert not report.eligible and report.start_op is None
     assert "no qualifying start conv" in report.reasons[0]
     assert "kernel 5x5" in report.reasons[0] and "stride 1x1" in report.reasons[0]
 
 
 def test_transpose_before_mean_is_named(exported):
-    report = ts.check_sparse_rules(exported["transpose"])
+    report = check_sparse_rules(exported["transpose"])
     assert not report.eligible and report.end_op is None
     assert "no spatial MEAN" in report.reasons[0] and "(TRANSPOSE)" in report.reasons[0]
 
 
 def test_too_few_zeros(exported):
-    report = ts.check_sparse_rules(exported["half"])
+    report = check_sparse_rules(exported["half"])
     assert not report.eligible and report.start_op is not None and report.end_kind == "MEAN"
     assert 0.4 < report.zero_fraction_1x1 < 0.6
     assert len(report.reasons) == 1 and "XNNPACK needs more than 66.7%" in report.reasons[0]
@@ -176,7 +178,7 @@ def test_not_a_tflite_file(tmp_path):
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=r"model\.tflite: not a TFLite flatbuffer.*re-export"):
-        ts.check_sparse_rules(bad)
+        check_sparse_rules(bad)
 
 
 # -- the rewrite -----------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def test_sparsify_layout(exported, sparsified):
         formats = [m.format for m in sp.dimMetadata]
         assert formats == [S.DimensionType.DENSE] * 3 + [S.DimensionType.SPARSE_CSR]
         assert [m.denseSize for m in sp.dimMetadata[:3]] == list(dense.shape[:3])
-        assert np.array_equal(ts.decode_sparse(list(dense.shape), sp, values), dense)
+        assert np.array_equal(decode_sparse(list(dense.shape), sp, values), dense)
     assert report.file_bytes_after == dst.stat().st_size < report.file_bytes_before == exported["ok"].stat().st_size
     assert report.sparse_bytes < report.dense_bytes
 
@@ -244,7 +246,7 @@ def test_sparsified_model_matches_original(exported, sparsified):
     assert len(v.densify_ops) == 3 and v.densify_delegated == v.densify_ops  # XNNPACK takes them
     assert v.conv_delegated == v.conv_ops
     # Still eligible, with the same zero share, read through DENSIFY.
-    before, after = ts.check_sparse_rules(exported["ok"]), ts.check_sparse_rules(dst)
+    before, after = check_sparse_rules(exported["ok"]), check_sparse_rules(dst)
     assert after.eligible and after.zeros_1x1 == before.zeros_1x1 and after.weights_1x1 == before.weights_1x1
 
 
@@ -263,10 +265,10 @@ def test_encoders_agree_and_round_trip(shape, keep):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal(shape) * (rng.random(shape) < keep)).astype(np.float32)
     w[0] = 0.0  # an empty row
-    a, b = ts.encode_csr(w, "tflite"), ts.encode_csr(w, "numpy")
+    a, b = encode_csr(w, "tflite"), encode_csr(w, "numpy")
     for name in ("values", "segments", "indices"):
         assert np.array_equal(getattr(a, name), getattr(b, name))
-    params, facts = ts.sparsity_parameters(a)
-    assert np.array_equal(ts.decode_sparse(list(shape), params, a.values), w)
+    params, facts = sparsity_parameters(a)
+    assert np.array_equal(decode_sparse(list(shape), params, a.values), w)
     if shape[0] == 300:  # ~81k non-zeros: segments need int32, indices (< 300) uint16
         assert (facts["segments_dtype"], facts["indices_dtype"]) == ("int32", "uint16")

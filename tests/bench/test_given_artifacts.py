@@ -111,3 +111,8 @@ def test_input_size_sets_the_shape_of_a_model_with_dynamic_dimensions(tmp_path: 
     assert cell.status == "ok", cell.error
     assert cell.result.evidence.input_shape == [1, 3, 48, 48]
     assert np.isfinite(cell.result.latency.p50_ms)
+    # and the report says so
+    from edgebench.reports import render
+
+    out = render.write(runner.store, summary.run_id, tmp_path / "reports")
+    assert "- `dyn/dense/onnxruntime/fp32/b1/local`: 1x3x48x48 NCHW (dyn.onnx)" in (out / "report.md").read_text()

@@ -177,3 +177,22 @@ def test_names_with_spaces_quotes_and_semicolons_go_through_safely(ssh_loopback,
     assert workdir.is_dir() and (workdir / "files").is_dir()  # the path was used as written
     for where in (tmp_path, Path.home(), server.root, Path("/tmp")):
         assert not list(where.glob("PWNED*")), where
+
+
+def test_the_device_build_runs_on_the_board_and_is_cached_there(ssh_loopback, home, tmp_path):
+    """onnxruntime's optimize_on_device: built by the worker on the board, in WORKDIR/builds, once."""
+    server = ssh_loopback.server
+    workdir = tmp_path / "device"
+    targets = ssh_loopback.write_targets(tmp_path / "targets.yaml", server.profile(workdir=workdir))
+    suite = write(tmp_path / "suite.yaml", {**SUITE, "backends": [{"name": "onnxruntime", "threads": 1, "options": {"optimize_on_device": True}}]})
+    builds = []
+    for _ in range(2):
+        res = cli("run", str(suite), "--target", "ssh-loopback", "--targets", str(targets), "--home", str(home), cwd=tmp_path)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        (cell,) = Store(home / "edgebench.sqlite").cells(run_id_of(res.stdout), with_samples=False)
+        assert cell.status == "ok", cell.error
+        builds.append(cell.result.evidence.build)
+    first, second = builds
+    assert first.cached is False and second.cached is True and first.key == second.key
+    assert (workdir / "builds" / first.key / "model.opt.onnx").exists()  # on the board, not in the host's cache
+    assert not (home / "cache" / "device-builds" / first.key).exists()
