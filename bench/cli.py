@@ -14,12 +14,7 @@ from rich.table import Table
 from edgebench.bench import cli_list, cli_regress, cli_reports, cli_targets
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, open_store
 from edgebench.bench.cli_common import paths as _paths
-from edgebench.bench.config import load_suite
 from edgebench.bench.contracts.errors import EdgebenchError
-from edgebench.bench.resume import load_for_resume
-from edgebench.bench.runner import Runner
-from edgebench.bench.worker import main as worker_main
-from edgebench.reports import render, tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Which pruning recipe, on which runtime, is best on this device?")
 
@@ -38,6 +33,11 @@ def run(
     Exit code 0 when every cell ran or was skipped (backend not installed), 1 when a cell failed,
     2 for a configuration error.
     """
+    from edgebench.bench.config import load_suite
+    from edgebench.bench.resume import load_for_resume
+    from edgebench.bench.runner import Runner
+    from edgebench.reports import render
+
     paths = _paths(home, store)
     if resume is not None:
         if suite is not None or target:
@@ -82,6 +82,8 @@ def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> Non
 @app.command()
 def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, or 'latest'."), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """A run's table in the terminal, one table per target."""
+    from edgebench.reports import render, tables
+
     report = tables.load(open_store(home, store), run_id)
     console.print(f"run {report.run.id} ({report.run.suite_name}, {report.run.status})", markup=False)
     for target, rows in tables.by_target(report.rows).items():
@@ -101,6 +103,8 @@ def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, o
 @app.command()
 def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """(Re)write a stored run's report files."""
+    from edgebench.reports import render
+
     paths = _paths(home, store)
     out = render.write(open_store(home, store), run_id, paths.reports)
     console.print(f"report: {out / 'report.md'}", markup=False)
@@ -110,6 +114,8 @@ def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOp
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """The device-side cell worker (same as python -m edgebench.bench.worker)."""
+    from edgebench.bench.worker import main as worker_main
+
     raise typer.Exit(worker_main(list(ctx.args)))
 
 

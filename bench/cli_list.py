@@ -9,12 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from edgebench.backends import base
-from edgebench.bench import config
 from edgebench.bench.cli_common import TargetsFileOpt, echo
 from edgebench.bench.cli_targets import print_targets
-from edgebench.models import data, recipes, zoo
-from edgebench.targets import samplers, transport
 
 list_app = typer.Typer(no_args_is_help=True, help="List backends, models, recipes, methods, datasets, samplers, transports, suites or targets.")
 
@@ -36,6 +32,8 @@ def _print_registry(registry: Any) -> None:
 @list_app.command("backends")
 def list_backends() -> None:
     """Each backend: available here or not, and why."""
+    from edgebench.backends import base
+
     for name in base.names():
         b = base.get(name)
         a = b.availability()
@@ -48,6 +46,8 @@ def list_backends() -> None:
 @list_app.command("models")
 def list_models() -> None:
     """Built-in models."""
+    from edgebench.models import zoo
+
     for name, e in zoo.MODELS.items():
         echo(f"{name}: {e.factory} on {e.dataset} @{e.input_size}x{e.input_size}")
 
@@ -55,6 +55,8 @@ def list_models() -> None:
 @list_app.command("recipes")
 def list_recipes() -> None:
     """Built-in recipes."""
+    from edgebench.models import recipes
+
     for name in recipes.builtin_names():
         echo(f"{name}: {recipes.load(name).description}")
 
@@ -62,30 +64,40 @@ def list_recipes() -> None:
 @list_app.command("methods")
 def list_methods() -> None:
     """Pruning methods a recipe's ``method:`` names."""
+    from edgebench.models import recipes
+
     _print_registry(recipes.METHODS)
 
 
 @list_app.command("datasets")
 def list_datasets() -> None:
     """Built-in datasets a model's ``dataset:`` names (or give a path to an .npz or an image folder)."""
+    from edgebench.models import data
+
     _print_registry(data.DATASETS)
 
 
 @list_app.command("samplers")
 def list_samplers() -> None:
     """Device samplers a target profile's ``samplers:`` names (``auto``: whatever the device has)."""
+    from edgebench.targets import samplers
+
     _print_registry(samplers.SAMPLERS)
 
 
 @list_app.command("transports")
 def list_transports() -> None:
     """How the host reaches a target (a profile's ``transport:``)."""
+    from edgebench.targets import transport
+
     _print_registry(transport.TRANSPORTS)
 
 
 @list_app.command("suites")
 def list_suites() -> None:
     """Built-in suites (``edgebench run NAME``)."""
+    from edgebench.bench import config
+
     for name, description in config.builtin_suites().items():
         echo(f"{name}: {description}")
 

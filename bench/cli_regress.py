@@ -12,7 +12,7 @@ import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.table import Table
@@ -21,11 +21,9 @@ from edgebench.bench.cli_common import HomeOpt, StoreOpt, console, open_store
 from edgebench.bench.cli_common import paths as _paths
 from edgebench.bench.contracts.errors import EdgebenchError
 from edgebench.bench.contracts.identity import CellId
-from edgebench.bench.resume import load_for_resume
-from edgebench.bench.runner import Runner
-from edgebench.reports import history as histmod
-from edgebench.reports import pytest_benchmark, verdict
-from edgebench.reports.compare import Thresholds
+
+if TYPE_CHECKING:
+    from edgebench.reports.compare import Thresholds
 
 MinEffectOpt = typer.Option(0.05, "--min-effect", min=0.0, help="Smallest relative latency change that counts (0.05 = 5%).")
 AlphaOpt = typer.Option(0.01, "--alpha", min=0.0, max=1.0, help="Significance level of the Mann-Whitney U test on block medians.")
@@ -52,12 +50,16 @@ class Metric(str, Enum):
 
 def _thresholds(min_effect: float, alpha: float, noise_z: float, prior_noise: float, accuracy: float, memory: float, size: float,
                 contended: bool) -> Thresholds:
+    from edgebench.reports.compare import Thresholds
+
     return Thresholds(min_effect=min_effect, alpha=alpha, noise_z=noise_z, prior_noise=prior_noise, accuracy_tolerance_pts=accuracy,
                       memory_threshold=memory, size_threshold=size, include_disturbed=contended)
 
 
 def _table(comp: Any) -> None:
     """The comparison as a terminal table, then its counts and notes."""
+    from edgebench.reports import verdict
+
     style = {"regressed": "bold red", "improved": "green", "inconclusive": "yellow", "unchanged": ""}
     t = Table(title=f"{comp.head.label} ({comp.head.id}) vs {comp.base.label} ({comp.base.id})")
     for h in ("cell", "verdict", "latency", "change", "CI (ratio)", "p", "accuracy", "memory", "size", "why"):
@@ -103,6 +105,8 @@ def _register_compare(app: typer.Typer) -> None:
         """Compare HEAD with BASE cell by cell (matched on model, recipe, backend, precision, batch, target): each metric
         improved, regressed, unchanged or inconclusive. Exit code 0 (also with regressions; `check` is the CI gate), 2 for an
         error or an environment mismatch."""
+        from edgebench.reports import verdict
+
         th = _thresholds(min_effect, alpha, noise_z, prior_noise, accuracy_tolerance, memory_threshold, size_threshold, include_contended)
         comp = verdict.run(open_store(home, store), base, head, th, allow_env_mismatch=allow_env_mismatch, use_history=not no_history)
         _table(comp)
@@ -129,6 +133,8 @@ def _register_check(app: typer.Typer) -> None:
         Exit code 0 when no cell regressed, 1 when one did (a latency, accuracy, memory or size regression, or a cell that now
         fails), 2 for an error (unknown run or baseline, environment mismatch, nothing in common).
         """
+        from edgebench.reports import verdict
+
         paths = _paths(home, store)
         th = _thresholds(min_effect, alpha, noise_z, prior_noise, accuracy_tolerance, memory_threshold, size_threshold, include_contended)
         try:
@@ -154,6 +160,9 @@ def _register_check(app: typer.Typer) -> None:
 
 def _remeasure(paths: Any, flagged: dict[str, set[str]], times: int) -> dict[str, list[str]]:
     """Run each head run's flagged cells ``times`` more times (runs stored with status confirmation)."""
+    from edgebench.bench.resume import load_for_resume
+    from edgebench.bench.runner import Runner
+
     out: dict[str, list[str]] = {}
     for head_run, keys in flagged.items():
         loaded = load_for_resume(paths, head_run)
@@ -217,6 +226,8 @@ def _register_history(app: typer.Typer) -> None:
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
     ) -> None:
         """One cell across runs: its latency per run, and the change points (ruptures PELT) dated to the run where each began."""
+        from edgebench.reports import history as histmod
+
         s = open_store(home, store)
         where = dict(model=model, recipe=recipe, backend=backend, precision=precision, batch=batch, target=target)
         if cell:
@@ -287,5 +298,7 @@ def _register_export(app: typer.Typer) -> None:
         home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt,
     ) -> None:
         """Export a run for other tools: pytest-benchmark JSON (`pytest-benchmark compare a.json b.json` reads it)."""
+        from edgebench.reports import pytest_benchmark
+
         path, n = pytest_benchmark.export(open_store(home, store), run_id, out, with_data)
         console.print(f"wrote {path}: {n} benchmarks ({fmt.value})", markup=False)

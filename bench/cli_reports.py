@@ -14,9 +14,6 @@ from typing import List, Optional
 import typer
 
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, console, open_store
-from edgebench.reports import recommend as rec_mod
-from edgebench.reports import tables
-from edgebench.reports.stats import Bootstrapper
 
 
 class ObjectiveChoice(str, Enum):
@@ -50,6 +47,10 @@ def register(app: typer.Typer) -> None:
 
         Exit code 0 with an answer (a win or a tie) for every target, 1 when a target has no candidate that meets the constraints, 2 for an unknown run or target or a malformed option.
         """
+        from edgebench.reports import recommend as rec_mod
+        from edgebench.reports import tables
+        from edgebench.reports.stats import Bootstrapper
+
         constraints = rec_mod.Constraints(
             max_accuracy_drop_pts=None if no_accuracy_limit else max_accuracy_drop,
             max_memory_mib=rec_mod.parse_memory(max_memory) if max_memory is not None else None,

@@ -6,7 +6,7 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 import yaml
@@ -14,20 +14,23 @@ import yaml
 from edgebench.bench.cli_common import TargetsFileOpt
 from edgebench.bench.cli_common import echo as _echo
 from edgebench.bench.contracts.errors import EdgebenchError
-from edgebench.targets.profiles import TargetProfile, load_profiles
-from edgebench.targets.setup import build_wheel
-from edgebench.targets.setup import setup_target as do_setup
-from edgebench.targets.transport import make_transport
+
+if TYPE_CHECKING:
+    from edgebench.targets.profiles import TargetProfile
 
 target_app = typer.Typer(no_args_is_help=True, help="Targets: the host, and boards reached over SSH.")
 
 
 def _profile(name: str, targets_file: Optional[Path]) -> TargetProfile:
+    from edgebench.targets.profiles import load_profiles
+
     return load_profiles(targets_file).get(name)
 
 
 def print_targets(targets_file: Optional[Path]) -> None:
     """One line per known target profile (built-in and the user's): how it is reached and its description."""
+    from edgebench.targets.profiles import load_profiles
+
     profiles = load_profiles(targets_file)
     for name in profiles.names():
         p = profiles.get(name)
@@ -53,6 +56,8 @@ def probe_target(name: str, targets_file: Optional[Path] = TargetsFileOpt, state
     profile = _profile(name, targets_file)
 
     async def go() -> dict:
+        from edgebench.targets.transport import make_transport
+
         t = make_transport(profile, "probe", Path.cwd())
         await t.open()
         try:
@@ -74,6 +79,9 @@ def setup_target(
     full: bool = typer.Option(False, "--full", help="Install every dependency (to run the edgebench CLI on the board) [default: only what the worker needs]."),
 ) -> None:
     """Install this host's edgebench in a venv on the target (wheel built here, copied over SSH), then report versions."""
+    from edgebench.targets.setup import build_wheel
+    from edgebench.targets.setup import setup_target as do_setup
+
     profile = _profile(name, targets_file)
     for path, what in ((wheelhouse, "--wheelhouse"), (wheel, "--wheel"), (constraints, "--constraints")):
         if path is not None and not path.exists():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self._migrate()
+            self._migrate_retrying_locks()
         except sa.exc.OperationalError as exc:
             raise EdgebenchError(f"{self.display_url}: cannot open the store ({one_line(exc.orig, 300)}); check the URL and that the database server is running") from None
 
@@ -209,6 +210,22 @@ class Store:
         """The store's Alembic revision (None for an empty database or an edgebench 0.1 store)."""
         with self.engine.connect() as conn:
             return _revision(conn)
+
+    def _migrate_retrying_locks(self, attempts: int = 8) -> None:
+        """Open (and migrate) the store, retrying while SQLite says "database is locked".
+
+        When several processes open a new SQLite store at once, SQLite can answer SQLITE_BUSY without
+        waiting for busy_timeout (switching a fresh file to WAL, a read transaction that must become a
+        write): seen once under CI load with five writers. A short backoff makes the open succeed."""
+        for attempt in range(attempts):
+            try:
+                self._migrate()
+                return
+            except sa.exc.OperationalError as exc:
+                if self.engine.dialect.name != "sqlite" or "locked" not in str(exc.orig) or attempt == attempts - 1:
+                    raise
+                self.engine.dispose()  # fresh connections: a pooled one may hold a stale snapshot
+                time.sleep(0.1 * (attempt + 1))
 
     def _migrate(self) -> None:
         if self.revision() == HEAD:  # the common case costs one query and no alembic import
