@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from edgebench.bench.contracts.errors import EdgebenchError, one_line
-from edgebench.bench.contracts.identity import FIELDS, CellId
+from edgebench.bench.contracts.identity import FIELDS, CellFields, CellId
 from edgebench.bench.contracts.results import CellResult
 
 SCHEMA_VERSION = 3  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
@@ -150,19 +150,12 @@ class BaselineRecord:
 
 
 @dataclass
-class CellRecord:
+class CellRecord(CellFields):
     """A cell as stored: its coordinates, status, host-side facts, the worker's result and the recipe it ran.
 
     :attr:`id` is the cell's identity (the six coordinates); :attr:`row_id` is the database row.
     """
 
-    cell_key: str
-    model: str
-    recipe: str
-    backend: str
-    precision: str
-    batch: int
-    target: str
     status: str  # ok | failed | skipped
     error: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -172,11 +165,6 @@ class CellRecord:
     finished_at: dt.datetime | None = None
     recipe_def: dict[str, Any] | None = None  # Recipe.model_dump(mode="json"); None in cells stored before revision 0003
     row_id: int | None = None  # set by Store.add_cell and when read back
-
-    @property
-    def id(self) -> CellId:
-        """Which cell this is: model, recipe, backend, precision, batch and target."""
-        return CellId.of(self)
 
 
 class Store:

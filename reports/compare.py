@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.bench.contracts.flags import texts
-from edgebench.bench.contracts.identity import CellId
+from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord
 
 IMPROVED, REGRESSED, UNCHANGED, INCONCLUSIVE = "improved", "regressed", "unchanged", "inconclusive"
@@ -87,14 +87,7 @@ class MetricVerdict:
 
 
 @dataclass
-class CellComparison:
-    cell_key: str
-    model: str
-    recipe: str
-    backend: str
-    precision: str
-    batch: int
-    target: str
+class CellComparison(CellFields):
     status: str  # compared | failed-in-head | failed-in-base | only-in-base | only-in-head | not-measured
     verdict: str
     metrics: list[MetricVerdict] = field(default_factory=list)
@@ -103,10 +96,6 @@ class CellComparison:
 
     def metric(self, name: str) -> MetricVerdict | None:
         return next((m for m in self.metrics if m.metric == name), None)
-
-    @property
-    def id(self) -> CellId:
-        return CellId.of(self)
 
 
 @dataclass

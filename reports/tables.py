@@ -13,21 +13,14 @@ from typing import Any
 
 from edgebench.bench.contracts.evidence import Delegation, Evidence
 from edgebench.bench.contracts.flags import Flag
-from edgebench.bench.contracts.identity import CellId
+from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
 REFERENCE_RECIPE = "dense"
 
 
 @dataclass
-class Row:
-    cell_key: str
-    model: str
-    recipe: str
-    backend: str
-    precision: str
-    batch: int
-    target: str
+class Row(CellFields):
     status: str
     error: str | None = None
     is_reference: bool = False  # the dense cell other rows of its model/backend/batch are measured against
@@ -82,11 +75,6 @@ class Row:
     # The cell's warnings: the worker's flags, then what the report reads from the evidence (sparse path,
     # zeros run dense, operators left off the delegate). Last, so the files list them as their last column.
     flags: list[Flag] = field(default_factory=list)
-
-    @property
-    def id(self) -> CellId:
-        """Which cell this row is (model, recipe, backend, precision, batch, target)."""
-        return CellId.of(self)
 
     @property
     def warnings(self) -> list[str]:

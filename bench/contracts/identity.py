@@ -51,3 +51,24 @@ class CellId:
     def of(cls, obj: object) -> CellId:
         """The identity of anything carrying the six attributes (a store record, a table row)."""
         return cls(*(getattr(obj, f) for f in FIELDS))  # type: ignore[arg-type]
+
+
+@dataclass
+class CellFields:
+    """The cell key and the six parts as plain fields: the base of every flat record of one cell
+    (a store row, a report row, a comparison), so the identity's fields are declared here once.
+
+    Subclasses add their own fields after these; :attr:`id` is the typed identity."""
+
+    cell_key: str
+    model: str
+    recipe: str
+    backend: str
+    precision: str
+    batch: int
+    target: str
+
+    @property
+    def id(self) -> CellId:
+        """Which cell this is: model, recipe, backend, precision, batch and target."""
+        return CellId.of(self)
