@@ -137,7 +137,8 @@ class Backend:
 
     def build_key(self, precision: str, options: dict[str, Any]) -> dict[str, Any]:
         """Besides the input artifact's hash, what determines a device build: flags, the runtime's
-        version, the device's name. Asked on the target; must be cheap."""
+        version, the device's name (and ``options["batch"]`` for a build fixed to a batch size).
+        Asked on the target; must be cheap."""
         return {}
 
     def device_build(self, artifact: Path, precision: str, options: dict[str, Any], out_dir: Path) -> DeviceBuild:
@@ -210,17 +211,16 @@ def consumers(kind: str) -> list[str]:
     return [n for n, cls in BACKENDS.items() if cls.consumes == kind]
 
 
-def kind_of(path: Path) -> str | None:
-    """The portable kind of a user's file, from its suffix."""
-    return next((k for k, suffixes in PORTABLE.items() if path.suffix.lower() in suffixes), None)
+def with_side_files(path: Path) -> list[Path]:
+    """``path`` and, where it exists, its external-data file (``model.onnx.data``, written by the ONNX exporter)."""
+    return [path] + [p for p in [path.with_name(path.name + ".data")] if p.exists()]
 
 
 def copy_artifact(src: Path, out_dir: Path) -> Artifact:
-    """Copy a given artifact and its side files (``model.onnx.data``) into ``out_dir``."""
+    """Copy a given artifact and its side files into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [src] + sorted(p for p in src.parent.glob(src.name + ".*") if p.is_file() and p.name == src.name + ".data")
     copied = []
-    for f in files:
+    for f in with_side_files(src):
         shutil.copy2(f, out_dir / f.name)
         copied.append(out_dir / f.name)
     return Artifact(path=copied[0], files=copied)

@@ -57,8 +57,7 @@ class LiteRTSession(Session):
         self._info = info
 
     def prepare_input(self, batch: np.ndarray) -> np.ndarray:
-        # edgebench's own artifacts take NHWC; a user's file converted without to_channel_last_io keeps NCHW
-        nchw = list(self._in["shape"][1:]) == list(batch.shape[1:]) and batch.shape[1] != batch.shape[-1]
+        nchw = takes_nchw(self._in["shape"][1:], batch.shape[1:])
         self._info.input_layout = "NCHW" if nchw else "NHWC"
         x = batch if nchw else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         return _quantize(x, self._in) if self._in["dtype"] in (np.int8, np.uint8) else x.astype(self._in["dtype"])
@@ -128,11 +127,13 @@ class LiteRTBackend(Backend):
     def import_artifact(self, src: Path, precision: str, out_dir: Path, example: np.ndarray,
                         calibration: Calibration | None = None, options: dict[str, Any] | None = None) -> Artifact:
         """A user's .tflite runs as it is, at the precision it was converted to (read from its tensors)."""
-        given = tflite_precision(src)
+        detail = _input_detail(src)
+        given = None if detail is None else "int8" if np.dtype(detail["dtype"]) in (np.int8, np.uint8) else "fp32"
         if given is not None and given != precision:
             raise NotImplementedError(f"{src.name} is a {given} model; LiteRT runs a given .tflite as it is: measure it at precision {given}")
         art = copy_artifact(src, out_dir)
-        art.facts.update({"given": src.name, "input_layout": tflite_layout(src, example)})
+        nchw = detail is not None and takes_nchw(detail["shape"][1:], example.shape[1:])
+        art.facts.update({"given": src.name, "input_layout": "NCHW" if nchw else "NHWC"})
         custom = custom_ops(src)
         if custom:
             art.facts["custom_ops"] = custom
@@ -224,27 +225,22 @@ def custom_ops(path: Path) -> list[str]:
     return sorted(set(names))
 
 
-def tflite_precision(path: Path) -> str | None:
-    """``int8`` when a .tflite takes int8/uint8 input, ``fp32`` when float; None when it cannot be read here."""
+def takes_nchw(model_item_shape: Any, data_item_shape: Any) -> bool:
+    """Whether a .tflite takes the data's NCHW items as they are. edgebench's own artifacts take NHWC;
+    a user's file converted without ``to_channel_last_io`` keeps NCHW. Where C == W the shape cannot
+    tell, and NHWC (the converter's channel-last default) is assumed."""
+    return list(model_item_shape) == list(data_item_shape) and data_item_shape[0] != data_item_shape[-1]
+
+
+def _input_detail(path: Path) -> dict[str, Any] | None:
+    """The input tensor's details of a .tflite (no delegate); None when this host cannot open it
+    (no interpreter, unreadable, custom ops: the cell's load says why, with the op's name)."""
     try:
         module, _ = _interpreter_module()
         interp = module.Interpreter(model_path=str(path), experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except Exception:  # unreadable or custom ops: the cell's load says why, with the op's name
-        return None
-    dtype = np.dtype(interp.get_input_details()[0]["dtype"])
-    return "int8" if dtype in (np.int8, np.uint8) else "fp32"
-
-
-def tflite_layout(path: Path, example: np.ndarray) -> str:
-    """``NHWC`` or ``NCHW``: which of the two the file's input shape matches for the dataset's images."""
-    try:
-        module, _ = _interpreter_module()
-        shape = list(module.Interpreter(model_path=str(path), experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-                     .get_input_details()[0]["shape"][1:])
     except Exception:
-        return "NHWC"
-    c, h, w = example.shape[1:]
-    return "NCHW" if shape == [c, h, w] and shape != [h, w, c] else "NHWC"
+        return None
+    return interp.get_input_details()[0]
 
 
 def _nhwc(module: Any) -> Any:

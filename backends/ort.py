@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends._onnx_checks import check_2_4_onnx
-from edgebench.backends.base import Artifact, Availability, Backend, DeviceBuild, Session, copy_artifact, missing, register, version_of
+from edgebench.backends.base import Artifact, Availability, Backend, DeviceBuild, Session, copy_artifact, missing, register, version_of, with_side_files
 from edgebench.bench.contracts.evidence import Evidence
 
 OPTIMIZED = "model.opt.onnx"  # the device build's output name
@@ -137,8 +137,7 @@ class OrtBackend(Backend):
         ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
         facts = {"optimizer": "ORT_ENABLE_ALL", "optimize_s": time.perf_counter() - t0,
                  "nodes_before": _node_count(artifact), "nodes_after": _node_count(out)}
-        files = [out] + [p for p in [out.with_name(out.name + ".data")] if p.exists()]
-        return DeviceBuild(out, files, facts)
+        return DeviceBuild(out, with_side_files(out), facts)
 
     def export(self, model: Any, example: np.ndarray, precision: str, out_dir: Path, calibration: Any = None, options: Any = None) -> Artifact:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,8 +177,7 @@ class OrtBackend(Backend):
                     input_names=["input"],
                     output_names=["logits"],
                 )
-        files = [path] + [p for p in [path.with_name(path.name + ".data")] if p.exists()]
-        return Artifact(path=path, files=files, facts={"opset": _opset(path)})
+        return Artifact(path=path, files=with_side_files(path), facts={"opset": _opset(path)})
 
     def load(self, artifact: Path, precision: str, options: dict[str, Any]) -> Session:
         import onnxruntime as ort

@@ -53,7 +53,7 @@ class Board:
         self.replace = replace
         self.run_id = runner.run_id
         self.transport = make_transport(profile, self.run_id, runner.paths.cells_dir(self.run_id), runner._pythonpath,
-                                        build_cache=runner.paths.cache / "device-builds")
+                                        build_cache=runner.paths.device_builds)
         self.fingerprint: dict[str, Any] = {}
         self._unreachable = 0
         self._last_reason = ""

@@ -156,7 +156,7 @@ class Preparer:
 
         spec = self.spec(model_name)
         data = self.dataset(spec.dataset, spec.input_size)
-        if given_file(spec) is not None:
+        if spec.given() is not None:
             return self._dense_given(model_name, spec, data)
         if spec.torchscript:
             return self._dense_torchscript(model_name, spec, data)
@@ -197,9 +197,10 @@ class Preparer:
         if recipe.method == "dense":
             return dense
         spec = self.spec(model_name)
-        if given_file(spec) is not None or spec.torchscript:
-            kind = {"onnx": "an ONNX file", "tflite": "a .tflite file"}.get(given_kind(spec), "a TorchScript archive")
-            raise NotApplicable(f"{given_file(spec) or spec.torchscript}: recipe {recipe.name!r} needs the PyTorch module; give factory and weights for {model_name} instead of {kind}")
+        given = spec.given()
+        if given is not None or spec.torchscript:
+            kind = {"onnx": "an ONNX file", "tflite": "a .tflite file"}[given[0]] if given else "a TorchScript archive"
+            raise NotApplicable(f"{given[1] if given else spec.torchscript}: recipe {recipe.name!r} needs the PyTorch module; give factory and weights for {model_name} instead of {kind}")
         data = self.dataset(spec.dataset, spec.input_size)
         payload = {"dense": dense.key, "recipe": recipe.identity(), **_versions()}
 
@@ -236,7 +237,7 @@ class Preparer:
         calibration = self._calibration(dense, recipe) if precision == "int8" else None
         # Quantised artifacts are checked against the same backend's fp32 artifact (built first).
         reference = self.artifact(model_name, recipe, backend_name, "fp32", options) if precision != "fp32" else None
-        given = given_file(self.spec(model_name)) is not None
+        given = self.spec(model_name).given() is not None
         if given:
             self._check_consumes(model_name, backend)
         # The exporter's versions, not the runtime's: the host need not have the runtime at all.
@@ -271,7 +272,7 @@ class Preparer:
 
     def _check_consumes(self, model_name: str, backend: Any) -> None:
         """A given file enters at the portable stage: only backends made from its kind run it."""
-        kind = given_kind(self.spec(model_name))
+        kind, _ = self.spec(model_name).given()
         if backend.consumes != kind:
             runs_on = ", ".join(backends.consumers(kind)) or "no installed backend"
             raise NotApplicable(f"{model_name} is a given {kind} file: it runs on {runs_on}; give factory and weights to export it for {backend.name}")
@@ -298,21 +299,18 @@ class Preparer:
         The file is run on the host where its runtime is installed here, to check it accepts the
         dataset's inputs and to record its outputs; a file with custom operators is left to the
         target, whose runtime may resolve them (the cell fails there naming them if not)."""
-        import shutil
-
-        src, kind = Path(given_file(spec)), given_kind(spec)
+        kind, path = spec.given()
+        src = Path(path)
         payload = {"model": model_name, kind: _file_hash(src), "dataset": spec.dataset, "data_hash": data.content_hash(),
                    "pipeline": str(PIPELINE_VERSION), "calibration": True}
 
         def build(out: Path) -> dict[str, Any]:
-            for f in [src] + [p for p in [src.with_name(src.name + ".data")] if p.exists()]:
-                shutil.copy2(f, out / f.name)
+            backends.copy_artifact(src, out)
             np.save(out / "calibration.npy", data.calibration_subset())  # int8 through the runtime's own quantiser
             reference = _given_reference(out / src.name, kind, data)
             facts = _onnx_facts(out / src.name) if kind == "onnx" else {"params": None, "nonzero_params": None, "sparsity": None, "weight_sparsity": None,
                                                                             "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
-            return {"given_file": src.name, "given_kind": kind, **({"onnx_file": src.name} if kind == "onnx" else {}),
-                    **_write_eval(out, data, reference), **facts}
+            return {"given_file": src.name, "given_kind": kind, **_write_eval(out, data, reference), **facts}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
@@ -378,15 +376,6 @@ class Preparer:
     def _say(self, entry: Entry, what: str, verb: str, detail: str) -> None:
         state = f"cached ({entry.key[:8]})" if entry.hit else f"{verb} ({entry.key[:8]})"
         self.log(f"{what}: {state}, {detail}")
-
-
-def given_file(spec: Any) -> str | None:
-    """The user's file that enters the pipeline at the portable stage (``onnx`` or ``tflite``), if any."""
-    return getattr(spec, "onnx", None) or getattr(spec, "tflite", None)
-
-
-def given_kind(spec: Any) -> str | None:
-    return "onnx" if getattr(spec, "onnx", None) else "tflite" if getattr(spec, "tflite", None) else None
 
 
 def _given_reference(path: Path, kind: str, data: datasets.Dataset) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from edgebench.bench.contracts.errors import one_line
 from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.contracts.version import __version__
-from edgebench.bench.prepare import NotApplicable, Preparer, given_file
+from edgebench.bench.prepare import NotApplicable, Preparer
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
 from edgebench.models.cache import Cache
 from edgebench.targets.probe import git_commit
@@ -188,7 +188,7 @@ class Runner:
         reason = backend.unsupported(cell.precision)
         # The host writes the portable artifact, so it needs the exporter; whether the runtime is
         # there is the target's question (its probe, asked per target by the board).
-        avail = backend.export_availability() if given_file(preparer.spec(cell.model)) is None else None
+        avail = backend.export_availability() if preparer.spec(cell.model).given() is None else None
         if reason is None and avail is not None and not avail.available:
             reason = f"{cell.backend}: {avail.reason}"
         if reason is not None:
@@ -206,8 +206,7 @@ class Runner:
                         "model_key": model.key, "artifact_key": art.key}
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
-                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings,
-                        build_cache=str(self.paths.device_builds))
+                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
         return Job(cell, record, spec, index)
 
     def _finished(self, record: CellRecord, status: str, reason: str | None) -> CellRecord:

@@ -47,6 +47,13 @@ class ZooEntry:
     def arch(self) -> dict[str, Any]:
         return {"factory": self.factory, "kwargs": dict(self.kwargs)}
 
+    def given(self) -> tuple[str, str] | None:
+        """(kind, path) of the user's file that enters the pipeline at the portable stage (an ONNX or
+        .tflite file, run as given), or None for a model built from a factory or TorchScript."""
+        if self.onnx:
+            return "onnx", self.onnx
+        return ("tflite", self.tflite) if self.tflite else None
+
 
 MODELS: Registry[ZooEntry] = Registry("model")
 ZOO = MODELS  # the name its users have always read (``name in zoo.ZOO``, ``zoo.ZOO.items()``)

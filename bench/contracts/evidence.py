@@ -94,13 +94,11 @@ class Evidence:
         details = {k: v for k, v in info.items() if k not in ("runtime", "version", "providers", "sparse_kernels", "sparse_path",
                                                               "sparse_weights", "threads", "traceback")}
         deleg = None
-        und = info.get("undelegated_ops")
-        if info.get("total_ops") is not None:
-            names = list(und) if isinstance(und, (list, tuple)) else []
-            count = len(names) if isinstance(und, (list, tuple)) else int(und or 0)
+        if info.get("total_ops") is not None:  # LiteRT's cells: undelegated_ops was a list of op names
+            names = [str(o) for o in info.get("undelegated_ops") or []]
             total = int(info["total_ops"])
-            deleg = Delegation(str(info.get("delegate", "")), total, int(info.get("delegated_ops", total - count)),
-                               int(info.get("partitions", 0)), names or ["?"] * count, expected=isinstance(und, list) and not und and count == 0)
+            deleg = Delegation(str(info.get("delegate", "")), total, int(info.get("delegated_ops", total - len(names))),
+                               int(info.get("partitions", 0)), names)
         return cls(runtime=str(info.get("runtime", "")), version=info.get("version"), providers=list(info.get("providers") or []),
                    threads=info.get("threads"), sparse_kernels=info.get("sparse_kernels"), sparse_path=info.get("sparse_path"),
                    sparse_weights=info.get("sparse_weights"), delegation=deleg, details=details)

@@ -79,3 +79,16 @@ def test_a_failed_build_leaves_no_entry(built, tmp_path):
     r = run_cell(spec(built, tmp_path / "builds", artifact=bad, optimize_on_device=True))
     assert r.status == "failed" and "\n" not in r.error
     assert not any(p.name != ".lock" for p in (tmp_path / "builds").iterdir() if (p / "build.json").exists())
+
+
+def test_batch_sizes_share_a_batch_dynamic_build(built, tmp_path):
+    """onnxruntime's optimised graph keeps the dynamic batch axis: one build serves every batch size."""
+    import dataclasses
+
+    backend = base.get("onnxruntime")
+    one = spec(built, tmp_path, optimize_on_device=True)
+    eight = dataclasses.replace(one, batch=8, cell_key="small_cnn/dense/onnxruntime/fp32/b8/local")
+    assert device_build.determined_by(backend, one) == device_build.determined_by(backend, eight)
+    assert run_cell(one).evidence.build.cached is False
+    r8 = run_cell(eight)
+    assert r8.status == "ok" and r8.evidence.build.cached is True and r8.fidelity.max_abs_diff < 1e-4

@@ -102,7 +102,7 @@ class FakeRunner:
         self.store = FakeStore()
         self.saved: list[Record] = []
         self.logged: list[str] = []
-        self.paths = type("P", (), {"cells_dir": lambda _self, run_id: tmp, "cache": tmp / "cache"})()
+        self.paths = type("P", (), {"cells_dir": lambda _self, run_id: tmp, "cache": tmp / "cache", "device_builds": tmp / "cache" / "device-builds"})()
 
     def save(self, record: Record, summary: Any, replace: bool) -> None:
         self.saved.append(record)
