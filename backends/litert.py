@@ -29,6 +29,7 @@ import numpy as np
 
 from edgebench.backends import _litert_sparsity as tflite_sparsity
 from edgebench.backends._litert_sparsity import delegated_indices
+from edgebench.backends._model_files import tflite_load_error
 from edgebench.backends._xnnpack_sparse_rules import check_sparse_rules
 from edgebench.backends.base import Artifact, Availability, Backend, Calibration, Session, copy_artifact, register, version_of
 from edgebench.bench.contracts.evidence import Delegation, Evidence
@@ -176,18 +177,14 @@ class LiteRTBackend(Backend):
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             interp = module.Interpreter(**kwargs)
-        except (RuntimeError, ValueError) as exc:
-            custom = custom_ops(artifact)
-            if custom and "custom op" in str(exc).lower():
-                raise RuntimeError(f"{artifact.name} uses custom op(s) {', '.join(custom)} that this LiteRT runtime does not resolve; "
-                                   "re-convert the model without them, or run it where they are registered") from None
-            raise
-        detail = interp.get_input_details()[0]
-        batch = int(options.get("batch") or detail["shape"][0])
-        if batch != detail["shape"][0]:
-            # Converted at batch 1; XNNPACK re-plans for the new shape once, at load.
-            interp.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-        interp.allocate_tensors()
+            detail = interp.get_input_details()[0]
+            batch = int(options.get("batch") or detail["shape"][0])
+            if batch != detail["shape"][0]:
+                # Converted at batch 1; XNNPACK re-plans for the new shape once, at load.
+                interp.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+            interp.allocate_tensors()  # with XNNPACK, an unresolved custom op surfaces here, not above
+        except (RuntimeError, ValueError) as exc:  # not a flatbuffer, a custom op not registered: the cause, one line
+            raise tflite_load_error(artifact, exc, custom_ops(artifact)) from None
         ops = interp._get_ops_details()
         deleg = delegation(ops)
         densify = sum(op["op_name"] == "DENSIFY" for op in ops)

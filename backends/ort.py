@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.backends._model_files import onnx_load_error
 from edgebench.backends._onnx_checks import check_2_4_onnx
 from edgebench.backends.base import Artifact, Availability, Backend, DeviceBuild, Session, copy_artifact, missing, register, version_of, with_side_files
 from edgebench.bench.contracts.evidence import Evidence
@@ -134,7 +135,7 @@ class OrtBackend(Backend):
         so.optimized_model_filepath = str(out)
         so.log_severity_level = 3  # the "hardware specific optimizations" notice is the point here
         t0 = time.perf_counter()
-        ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
+        _session(ort, artifact, so)
         facts = {"optimizer": "ORT_ENABLE_ALL", "optimize_s": time.perf_counter() - t0,
                  "nodes_before": _node_count(artifact), "nodes_after": _node_count(out)}
         return DeviceBuild(out, with_side_files(out), facts)
@@ -190,7 +191,7 @@ class OrtBackend(Backend):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        session = ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
+        session = _session(ort, artifact, so)
         recorded = {
             "intra_op_threads": threads,
             "inter_op_threads": 1,
@@ -199,6 +200,14 @@ class OrtBackend(Backend):
             "onnxruntime_version": ort.__version__,
         }
         return OrtSession(session, recorded, ort.__version__)
+
+
+def _session(ort: Any, artifact: Path, so: Any) -> Any:
+    """An InferenceSession on the CPU; a file it cannot take raises ModelFileError naming the cause."""
+    try:
+        return ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error classes: InvalidProtobuf, InvalidGraph, Fail...
+        raise onnx_load_error(artifact, exc) from None
 
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.backends._model_files import ModelFileError, torchscript_load_error
 from edgebench.backends.base import Artifact, Availability, Backend, Session, missing, register, version_of
+from edgebench.bench.contracts.errors import one_line
 from edgebench.bench.contracts.evidence import Evidence
 from edgebench.models.arch import build_module
 
@@ -82,10 +84,22 @@ class TorchBackend(Backend):
             raise FileNotFoundError(f"{arch_file}: missing architecture file beside {artifact.name}; re-export the model")
         arch = json.loads(arch_file.read_text())
         if arch.get("torchscript"):
-            module = torch.jit.load(str(artifact), map_location="cpu").eval()
-            return TorchSession(module, torch, threads)
+            return TorchSession(load_torchscript(artifact).eval(), torch, threads)
         module = build_module(arch)
-        state = torch.load(artifact, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(artifact, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or corrupt file: say so, not the unpickler's words
+            raise ModelFileError(artifact, f"not a loadable state_dict ({type(exc).__name__}: {one_line(exc, 200)}); re-export it") from None
         module.load_state_dict(state)
         module.eval()
         return TorchSession(module, torch, threads)
+
+
+def load_torchscript(path: Path) -> Any:
+    """``torch.jit.load`` on the CPU; a file that is not a TorchScript archive raises ModelFileError with the cause."""
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # RuntimeError from PytorchStreamReader, or the unpickler's own
+        raise torchscript_load_error(path, exc) from None

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.bench.contracts.flags import Flag
-from edgebench.bench.contracts.results import CellResult, Contention, MeasureSettings
+from edgebench.bench.contracts.results import CellResult, Contention, LatencyStats, MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.stats import summarize
 from edgebench.bench.store import now
 from edgebench.bench.worker import variance_flag
+from edgebench.targets.probe import for_board
 from edgebench.targets.profiles import TargetProfile
 from edgebench.targets.transport import Bundle, TargetUnreachable, artifact_bundle, make_transport
 from edgebench.targets.version import version_mismatch
@@ -39,6 +40,9 @@ from edgebench.targets.version import version_mismatch
 # After this many cells in a row could not reach the target, the rest are failed without trying.
 GIVE_UP_AFTER = 2
 RECONNECT_POLL_S = 5.0
+# Per-process medians further apart than this ratio raise ``processes-disagree`` (it was 1 + 2 x the
+# old cov_warn default of 5%; cov_warn is now off by default, so the ratio is fixed here).
+PROCESSES_DISAGREE = 1.10
 
 
 class Board:
@@ -57,6 +61,9 @@ class Board:
         self.fingerprint: dict[str, Any] = {}
         self._unreachable = 0
         self._last_reason = ""
+        # A resumed run numbers its cells from 0 again: its files get a tag of their own so the first
+        # attempt's spec/result/stderr files (on the board and in runs/RUN_ID/cells/) stay.
+        self._resume_tag = f"-r{time.strftime('%H%M%S')}" if replace else ""
         self._task = runner.progress.add_task(f"{profile.name}", total=len(jobs)) if runner.progress else None
 
     # -- the board's whole share ---------------------------------------------------------
@@ -66,22 +73,55 @@ class Board:
         if reason is None:
             reason = None if self.profile.is_local else version_mismatch(self.profile, self.fingerprint)
         if reason is not None:
-            self.runner.log(f"target {self.profile.name}: {reason}")
-            for job in self.jobs:
-                self._store(job, CellResult.failed(reason))
+            self._give_up(self.jobs, self._about_target(reason), self.fingerprint.get("backends") or self._last_probe_backends())
             await self.transport.close()
             return
+        statuses = []
         try:
-            for job in self.jobs:
+            for i, job in enumerate(self.jobs):
                 if self._unreachable >= GIVE_UP_AFTER:
-                    self._store(job, CellResult.failed(f"not run: target {self.profile.name} unreachable ({self._last_reason}); "
-                                                       f"`edgebench run --resume {self.run_id}` runs it later"))
-                    continue
+                    self._give_up(self.jobs[i:], f"not run: target {self.profile.name} unreachable ({self._last_reason})", self.fingerprint.get("backends"))
+                    statuses.append("failed")
+                    break
                 result = await self._measure(job)
                 self._store(job, result)
+                statuses.append(result.status)
             await self._record_end_state()
+            if all(s in ("ok", "skipped") for s in statuses):
+                await self.transport.discard_run_files()  # every result is on the host; kept after a failure, to debug
         finally:
             await self.transport.close()
+
+    def _about_target(self, reason: str) -> str:
+        """The reason with the target named once (transport errors already start with "target NAME:")."""
+        return reason if reason.startswith(f"target {self.profile.name}") else f"target {self.profile.name}: {reason}"
+
+    def _give_up(self, jobs: list[Any], reason: str, backends: dict[str, Any] | None) -> None:
+        """Store ``jobs`` as not run, saying why ONCE for the target: cells the board would not run anyway (a
+        backend it does not offer, or lacked at its last probe) are skipped; the others fail with ``reason``."""
+        failed = 0
+        for job in jobs:
+            skip = self._skip_reason(job, backends)
+            if skip is None:
+                failed += 1
+            self._store(job, CellResult(status="skipped", error=skip) if skip else
+                        CellResult.failed(f"{reason}; `edgebench run --resume {self.run_id}` runs it later"), log=False)
+        skipped = len(jobs) - failed
+        line = (f"{reason}; {failed} cell{'s' * (failed != 1)} not run" + (f", {skipped} skipped (backend not on the board)" if skipped else "")
+                + (f"; `edgebench run --resume {self.run_id}` runs them once fixed" if failed else ""))
+        self.runner.log(line)
+        if self.summary is not None and failed:  # one line in the run's failure list, not one per cell
+            prefixes = tuple(f"{job.record.cell_key}: " for job in jobs)
+            self.summary.failures[:] = [f for f in self.summary.failures if not f.startswith(prefixes)] + [line]
+
+    def _last_probe_backends(self) -> dict[str, Any] | None:
+        """The runtimes this target had at its latest successful probe in the store (None: never probed)."""
+        store = self.runner.store
+        for run in store.runs(limit=20):
+            env = store.environments(run.id).get(self.profile.name) or {}
+            if isinstance(env.get("backends"), dict):
+                return env["backends"]
+        return None
 
     async def _connect_and_probe(self) -> str | None:
         try:
@@ -90,6 +130,8 @@ class Board:
         except TargetUnreachable as exc:
             self.runner.store.add_environment(self.run_id, self.profile.name, {"error": str(exc), "target_profile": self.profile.model_dump()})
             return str(exc)
+        if not self.profile.is_local:  # install hints only for what the profile asks for (torch is absent from a Pi on purpose)
+            self.fingerprint = for_board(self.fingerprint, self.profile.name, self.profile.extras, self.profile.backends)
         self.fingerprint["target_profile"] = self.profile.model_dump()
         self.fingerprint["state_start"] = self.fingerprint.pop("device_state", None)
         self.runner.store.add_environment(self.run_id, self.profile.name, self.fingerprint)
@@ -106,18 +148,23 @@ class Board:
         self.runner.store.add_environment(self.run_id, self.profile.name, self.fingerprint)
 
     # -- one cell ------------------------------------------------------------------------
-    def _skip_reason(self, job: Any) -> str | None:
+    def _skip_reason(self, job: Any, backends: dict[str, Any] | None = None) -> str | None:
+        """Why the target would not run this cell's backend (``backends``: a probe's; default: this run's)."""
         backend = job.cell.backend
         offered = self.profile.backends
         if offered is not None and backend not in offered:
             return f"target {self.profile.name} does not offer {backend} (it offers {', '.join(offered)})"
         # The target's probe says which runtimes its worker can import: availability is decided
         # here, per target, never from the host's imports.
-        info = (self.fingerprint.get("backends") or {}).get(backend)
+        probed = self.fingerprint.get("backends") if backends is None else backends
+        info = (probed or {}).get(backend)
         if info is not None and not info.get("available"):
             if self.profile.is_local:
                 return f"{backend}: {info.get('reason')}"
-            return f"{backend} is not installed on target {self.profile.name}: {info.get('reason')}"
+            # a board's venv has what `target setup` installed: the host's pip hint would be the wrong advice
+            has = ", ".join(sorted(k for k, v in probed.items() if isinstance(v, dict) and v.get("available"))) or "none"
+            return (f"{backend} is not installed on target {self.profile.name} (it has: {has}); to measure it there, add its extra to the "
+                    f"profile's `extras` and run `edgebench target setup {self.profile.name}`")
         return None
 
     async def _measure(self, job: Any) -> CellResult:
@@ -133,13 +180,34 @@ class Board:
             return self._lost(str(exc))
         except OSError as exc:  # a host-side file vanished or the device's disk is full: this cell's problem
             return CellResult.failed(f"copying the cell's files to {self.profile.name} failed: {type(exc).__name__}: {exc}")
+        return await self._measure_until_quiet(job, spec)
+
+    async def _measure_until_quiet(self, job: Any, spec: CellSpec) -> CellResult:
+        """Measure the cell; while it comes out contended, measure it again, up to
+        ``measure.remeasure_contended`` more times. Keeps the first uncontended attempt, else the least
+        contended one (still flagged ``contended``), with every attempt's other-CPU share."""
+        attempts: list[CellResult] = []
+        for attempt in range(1 + spec.measure.remeasure_contended):
+            if attempt:
+                self._describe(job, f"re-measuring, attempt {attempt + 1} (contended)")
+            result = await self._measure_once(job, spec, attempt)
+            if result.status != "ok" or result.contention is None:
+                return result  # a failure ends the cell; no meter, nothing to re-measure on
+            attempts.append(result)
+            if not result.contention.contended:
+                break
+        return remeasured(attempts)
+
+    async def _measure_once(self, job: Any, spec: CellSpec, attempt: int = 0) -> CellResult:
+        """One measurement of the cell: ``measure.processes`` workers, pooled."""
         n = max(1, spec.measure.processes)
         if n > 1:
             spec = dataclasses.replace(spec, measure=per_process(spec.measure))
         parts = []
         for i in range(n):
-            name = f"cell-{job.index:04d}" + (f"-p{i + 1}" if n > 1 else "")
-            outcome = await self.transport.run_cell(spec.to_json(), name, self.timeout_s)
+            # each attempt keeps its own spec/result files (cell-0003-a2-p1): nothing measured is overwritten
+            name = f"cell-{job.index:04d}{self._resume_tag}" + (f"-a{attempt + 1}" if attempt else "") + (f"-p{i + 1}" if n > 1 else "")
+            outcome = await self.transport.run_cell(_gated(spec, parts).to_json(), name, self.timeout_s)
             if outcome.lost:
                 self._unreachable += 1
                 self._last_reason = outcome.result.error
@@ -184,11 +252,11 @@ class Board:
         return dataclasses.replace(spec, artifact=f"{art_dir}/{artifact.name}", eval_data=f"{eval_dir}/{eval_data.name}",
                                    monitor=self.profile.monitor_settings(), build_cache=self.transport.build_cache_dir())
 
-    def _describe(self, job: Any) -> None:
+    def _describe(self, job: Any, doing: str = "") -> None:
         if self._task is not None:
-            self.runner.progress.update(self._task, description=f"{self.profile.name}: {job.cell.key}")
+            self.runner.progress.update(self._task, description=f"{self.profile.name}: {job.cell.key}" + (f" ({doing})" if doing else ""))
 
-    def _store(self, job: Any, result: CellResult) -> None:
+    def _store(self, job: Any, result: CellResult, log: bool = True) -> None:
         record = job.record
         previous = self.runner.previous_errors.get(record.cell_key)
         if previous:
@@ -196,7 +264,8 @@ class Board:
         record.result = result if result.status != "skipped" else None
         record.status, record.error, record.finished_at = result.status, result.error, now()
         self.runner.save(record, self.summary, self.replace)
-        self.runner.log_cell(record)
+        if log:
+            self.runner.log_cell(record)
         if self._task is not None:
             self.runner.progress.advance(self._task)
 
@@ -231,7 +300,8 @@ def pool(parts: list[CellResult], batch: int, settings: MeasureSettings) -> Cell
         energy_mj_per_inference=sum(energies) / len(energies) if energies else None,
         processes=len(parts),
         process_p50_ms=[p.latency.p50_ms for p in parts if p.latency is not None],
-        flags=_flags(parts, latency.cov, settings),
+        process_samples=[len(p.samples_ns) for p in parts],
+        flags=_flags(parts, latency, settings),
     )
 
 
@@ -242,8 +312,10 @@ def _contention(parts: list[Contention]) -> Contention | None:
     others = [c.other_cpu_share for c in parts if c.other_cpu_share is not None]
     own = [c.own_cpu_share for c in parts if c.own_cpu_share is not None]
     steal = [c.steal_share for c in parts if c.steal_share is not None]
+    gates = [c for c in parts if c.quiet is not None]
     return Contention(max(others) if others else None, sum(own) / len(own) if own else None, parts[0].logical_cpus,
-                      any(c.contended for c in parts), max(steal) if steal else None)
+                      any(c.contended for c in parts), max(steal) if steal else None,
+                      quiet_wait_s=sum(c.quiet_wait_s or 0.0 for c in parts), quiet=all(c.quiet for c in gates) if gates else None)
 
 
 def _device(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -261,12 +333,42 @@ def _device(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     return out
 
 
-def _flags(parts: list[CellResult], cov: float, settings: MeasureSettings) -> list[Flag]:
-    """Each process's flags once, with the variance flag recomputed on the pooled samples."""
-    out = list(dict.fromkeys(f for p in parts for f in p.flags if f.code != "high-variance"))
-    if high := variance_flag(cov, settings):
+def _flags(parts: list[CellResult], latency: LatencyStats, settings: MeasureSettings) -> list[Flag]:
+    """Each process's flags once, with the variance flag recomputed on the pooled samples and one
+    ``contended`` flag for the processes that were."""
+    out = list(dict.fromkeys(f for p in parts for f in p.flags if f.code not in ("high-variance", "contended")))
+    if high := variance_flag(latency, settings):
         out.insert(0, high)
+    busy = [p.contention.other_cpu_share or 0.0 for p in parts if p.contention is not None and p.contention.contended]
+    if busy:
+        out.append(Flag("contended", f"contended: other processes used up to {max(busy):.0%} of the CPU while measuring "
+                                     f"({len(busy)} of {len(parts)} worker processes)"))
     p50 = [p.latency.p50_ms for p in parts if p.latency is not None]
-    if len(p50) > 1 and min(p50) > 0 and max(p50) / min(p50) > 1 + settings.cov_warn * 2:
+    if len(p50) > 1 and min(p50) > 0 and max(p50) / min(p50) > PROCESSES_DISAGREE:
         out.append(Flag("processes-disagree", f"processes disagree: per-process p50 {min(p50):.4g}-{max(p50):.4g} ms ({max(p50) / min(p50):.2f}x)"))
     return out
+
+
+# -- a contended cell measured again (measure.remeasure_contended) ------------------------------
+
+def _gated(spec: CellSpec, before: list[CellResult]) -> CellSpec:
+    """The spec for the next worker process of an attempt: the quiet gate is skipped when the process
+    just before it measured uncontended (the machine was quiet a moment ago; each look costs 0.2 s)."""
+    last = before[-1].contention if before else None
+    if last is None or last.contended or spec.measure.quiet_wait_s == 0:
+        return spec
+    return dataclasses.replace(spec, measure=dataclasses.replace(spec.measure, quiet_wait_s=0.0))
+
+
+def remeasured(attempts: list[CellResult]) -> CellResult:
+    """The result kept from a cell's attempts (all ``ok``, with contention): the first uncontended one,
+    else the least contended; its contention records every attempt's other-CPU share."""
+    quiet = [r for r in attempts if not r.contention.contended]
+    kept = quiet[0] if quiet else min(attempts, key=lambda r: r.contention.other_cpu_share or 0.0)
+    shares = [r.contention.other_cpu_share for r in attempts]
+    kept.contention = dataclasses.replace(kept.contention, attempts=len(attempts), attempt_other_shares=shares)
+    if not quiet and len(attempts) > 1:
+        seen = ", ".join("?" if v is None else f"{v:.0%}" for v in shares)
+        kept.flags = [Flag("contended", f"contended in all {len(attempts)} attempts (other processes used {seen} of the CPU); "
+                                        "excluded from wins and regression verdicts") if f.code == "contended" else f for f in kept.flags]
+    return kept

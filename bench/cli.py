@@ -3,20 +3,24 @@ report, regression and target commands are registered from cli_reports, cli_regr
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgebench.bench import cli_list, cli_regress, cli_reports, cli_targets
-from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, open_store
+from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, global_options, open_store, require_store
 from edgebench.bench.cli_common import paths as _paths
 from edgebench.bench.contracts.errors import EdgebenchError
+from edgebench.bench.contracts.files import CannotWrite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Which pruning recipe, on which runtime, is best on this device?")
+app.callback()(global_options)  # --home / --store before the command too
 
 
 @app.command()
@@ -31,7 +35,8 @@ def run(
     """Run a suite: build (or reuse) the models on this host, measure every cell on its target, write the report.
 
     Exit code 0 when every cell ran or was skipped (backend not installed), 1 when a cell failed,
-    2 for a configuration error.
+    2 for a configuration error or a disk that cannot take the results (the run is then marked
+    interrupted: free space and --resume it), 130 when interrupted (Ctrl-C); finished cells are kept.
     """
     from edgebench.bench.config import load_suite
     from edgebench.bench.resume import load_for_resume
@@ -42,6 +47,7 @@ def run(
     if resume is not None:
         if suite is not None or target:
             raise typer.BadParameter("--resume takes the suite and targets the run was started with; give neither", param_hint="--resume")
+        require_store(paths.store_location)
         loaded = load_for_resume(paths, resume, targets_file)
     else:
         loaded = load_suite(suite, targets=target or None, targets_file=targets_file)
@@ -50,12 +56,19 @@ def run(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
             runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
             summary = runner.run(loaded, resume=resume)
-    finally:
-        # Even an interrupted run gets a report of the cells it finished.
-        if runner is not None and runner.run_id is not None:
-            report_dir = render.write(runner.store, runner.run_id, paths.reports)
-            console.print(f"report: {report_dir / 'report.md'}", markup=False)
-            console.print(f"html:   {report_dir / 'report.html'}", markup=False)
+    except KeyboardInterrupt:
+        # typer would turn this into a silent exit 130 before main() saw it: say what was kept, here
+        _final_report(runner, paths, render)
+        _stopped(runner, "interrupted")
+        raise typer.Exit(130) from None
+    except CannotWrite as exc:
+        _final_report(runner, paths, render)
+        _stopped(runner, str(exc))
+        raise typer.Exit(2) from None
+    except BaseException:
+        _final_report(runner, paths, render)  # whatever stopped the run, the cells it finished get their report
+        raise
+    _final_report(runner, paths, render)
     built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
@@ -70,13 +83,41 @@ def run(
         raise typer.Exit(1)
 
 
+def _final_report(runner: Any, paths: Any, render: Any) -> None:
+    """Write the run's report (an interrupted run's too, of the cells it finished) and say where; a full
+    disk here is one line, not a second error hiding the first."""
+    if runner is None or runner.run_id is None:
+        return
+    try:
+        report_dir = render.write(runner.store, runner.run_id, paths.reports)
+    except CannotWrite as exc:
+        err.print(f"edgebench: report not written: {exc}", markup=False)
+        return
+    console.print(f"report: {report_dir / 'report.md'}", markup=False)
+    console.print(f"html:   {report_dir / 'report.html'}", markup=False)
+
+
+def _stopped(runner: Any, why: str) -> None:
+    """The one line for a run that stopped early: why, how many cells the store keeps, how to finish it."""
+    if runner is None or runner.run_id is None:
+        err.print(f"edgebench: {why}; nothing was stored", markup=False)
+        return
+    try:
+        kept = sum(runner.store.cell_counts(runner.run_id).values())
+    except Exception:  # the store itself may be what failed; the resume hint is still right
+        kept = "its finished"
+    err.print(f"edgebench: {why}; {kept} cells kept; resume with edgebench run --resume {runner.run_id}", markup=False)
+
+
 @app.command()
 def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """Stored runs, newest first."""
-    for r in open_store(home, store).runs():
+    db = open_store(home, store)
+    for r in db.runs():
         s = r.summary or {}
+        n = db.cell_counts(r.id)  # the stored cells, every attempt of a resumed run (a summary may predate the last one)
         of = f" (re-measures run {s['confirm_of']})" if s.get("confirm_of") else ""
-        console.print(f"{r.id}  {r.status:12} {r.suite_name}: {s.get('cells_ok', 0)} ok, {s.get('cells_failed', 0)} failed, {s.get('cells_skipped', 0)} skipped{of}", markup=False)
+        console.print(f"{r.id}  {r.status:12} {r.suite_name}: {n.get('ok', 0)} ok, {n.get('failed', 0)} failed, {n.get('skipped', 0)} skipped{of}", markup=False)
 
 
 @app.command()
@@ -92,12 +133,26 @@ def show(run_id: str = typer.Argument("latest", help="Run id, a unique prefix, o
             t.add_column(h, overflow="fold")
         for row in rows:
             t.add_row(*render.table_cells(row))
-        console.print(t)
+        _print_table(t)
         for row in rows:
             if row.status != "ok":
                 console.print(f"{row.cell_key} {row.status}: {row.error}", markup=False)
             for w in row.warnings:
                 console.print(f"{row.cell_key}: {w}", markup=False)
+
+
+def _print_table(table: Table) -> None:
+    """A terminal folds a wide table into its width; a pipe or file (no terminal, no COLUMNS) gets the
+    table at its natural width instead of rich's default 80 columns, where 17 columns fold into slivers."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():  # asked for: fold to it
+        width = int(columns)
+    else:
+        width = max(80, console.measure(table, options=console.options.update_width(1000)).maximum)  # measured unbounded, not at 80
+    Console(file=console.file, width=width, highlight=False, soft_wrap=True).print(table)
 
 
 @app.command()
@@ -133,7 +188,19 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("edgebench: interrupted; finished cells are in the store", markup=False)
-        sys.exit(130)
+        _exit_now(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer's exit for Ctrl-C (cli.run has said what was kept)
+            _exit_now(130)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once after Ctrl-C. Every finished cell is committed and the worker killed; tearing down the
+    interpreter (torch, onnxruntime, ...) would take another 1-3 s on a busy board, and the user asked to stop."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

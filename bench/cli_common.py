@@ -8,11 +8,14 @@ second, which ``edgebench --help`` and every mistyped command would otherwise pa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+
+from edgebench.bench.contracts.errors import EdgebenchError
 
 if TYPE_CHECKING:
     from edgebench.bench.runner import Paths
@@ -34,10 +37,36 @@ def paths(home: Optional[Path], store: Optional[str]) -> Paths:
 
 
 def open_store(home: Optional[Path], store: Optional[str]) -> Store:
-    """The store ``--home`` / ``--store`` name."""
+    """The existing store ``--home`` / ``--store`` name, for commands that read it (a mistyped ``--home``
+    is an error, not a new empty store); ``edgebench run`` creates one."""
     from edgebench.bench.store import Store
 
-    return Store(paths(home, store).store_location)
+    location = paths(home, store).store_location
+    require_store(location)
+    return Store(location)
+
+
+def require_store(location: str) -> None:
+    """Raise a one-line error when ``location`` names a SQLite file that does not exist (a server URL is
+    the server's business)."""
+    path = location[len("sqlite:///"):] if location.startswith("sqlite:///") else None if "://" in location else location
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise EdgebenchError(f"no edgebench store at {path}; run `edgebench run` first or pass --home")
+
+
+def global_options(
+    home: Optional[Path] = typer.Option(None, "--home", help="Folder for the store, the build cache and reports, for every command (also after the command)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store path or SQLAlchemy URL, for every command (also after the command)."),
+) -> None:
+    """``edgebench --home D COMMAND``: the same as ``edgebench COMMAND --home D``.
+
+    The app's callback runs before click parses the subcommand, and every subcommand's ``--home`` /
+    ``--store`` falls back on EDGEBENCH_HOME / EDGEBENCH_STORE, so setting those here reaches every
+    command (the worker children inherit the same value); an option after the command still wins."""
+    if home is not None:
+        os.environ["EDGEBENCH_HOME"] = str(home)
+    if store is not None:
+        os.environ["EDGEBENCH_STORE"] = store
 
 
 def echo(text: str) -> None:

@@ -41,9 +41,10 @@ def register(app: typer.Typer) -> None:
         store: Optional[str] = StoreOpt,
     ) -> None:
         """The best recipe / backend / precision / batch per target, its margin over the runner-up, and why
-        every other cell was excluded. A win needs the 95% bootstrap interval of the latency ratio to exclude 1;
-        otherwise it is reported as a tie. The HTML report's Recommendation section is the same computation
-        with the default options.
+        every other cell was excluded. A win needs the 95% interval of every latency ratio compared (p90 and
+        median; resampling worker processes, then samples) wholly above 1, with both cells measured in at least
+        2 processes; otherwise it is reported as a tie. Contended cells and cells with nan-outputs are excluded.
+        The HTML report's Recommendation section is the same computation with the default options.
 
         Exit code 0 with an answer (a win or a tie) for every target, 1 when a target has no candidate that meets the constraints, 2 for an unknown run or target or a malformed option.
         """

@@ -35,7 +35,9 @@ def print_targets(targets_file: Optional[Path]) -> None:
     for name in profiles.names():
         p = profiles.get(name)
         where = "this host" if p.is_local else f"ssh {p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}{':' + str(p.ssh.port) if p.ssh.port else ''}"
-        _echo(f"{name}: {where}; {p.description}")
+        parent = profiles.parent(name)
+        about = p.description or (f"(no description; extends {parent})" if parent else "(no description)")
+        _echo(f"{name}: {where}; {about}")
 
 
 @target_app.command("list")
@@ -65,7 +67,12 @@ def probe_target(name: str, targets_file: Optional[Path] = TargetsFileOpt, state
         finally:
             await t.close()
 
-    _echo(json.dumps(asyncio.run(go()), indent=2))
+    fp = asyncio.run(go())
+    if not profile.is_local and not state:
+        from edgebench.targets.probe import for_board
+
+        fp = for_board(fp, profile.name, profile.extras, profile.backends)
+    _echo(json.dumps(fp, indent=2))
 
 
 @target_app.command("setup")
@@ -91,14 +98,25 @@ def setup_target(
         _echo(f"{name}: built {whl.name}" if wheel is None else f"{name}: using {whl}")
         chosen = [e.strip() for e in extras.split(",") if e.strip()] if extras is not None else None
         report = asyncio.run(do_setup(profile, whl, wheelhouse, chosen, constraints, log=_echo, full=full))
-    fp = report.device
-    _echo(f"{name}: venv {report.venv} (Python {fp.get('python')}, {fp.get('machine')}, {fp.get('os')})")
-    _echo(f"{name}: edgebench {fp.get('edgebench_version')} (source {fp.get('edgebench_source')})")
-    for backend, info in sorted((fp.get("backends") or {}).items()):
-        state = f"{info.get('version')}" if info.get("available") else f"not available ({info.get('reason')})"
-        _echo(f"{name}: {backend}: {state}")
+    for line in setup_summary(name, report.venv, report.device, profile):
+        _echo(line)
     if report.mismatch:
         raise EdgebenchError(report.mismatch)
+
+
+def setup_summary(name: str, venv: str, fp: dict, profile: TargetProfile) -> list[str]:
+    """What `target setup` found on the board: Python, edgebench, and each runtime (hints only for wanted ones)."""
+    from edgebench.targets.probe import for_board
+
+    fp = for_board(fp, profile.name, profile.extras, profile.backends)
+    version = fp.get("edgebench_version")
+    lines = [f"{name}: venv {venv} (Python {fp.get('python')}, {fp.get('machine')}, {fp.get('os')})",
+             f"{name}: edgebench {version} (source {fp.get('edgebench_source')})" if version
+             else f"{name}: edgebench not installed on the board (run `edgebench target setup {name}`)"]
+    for backend, info in sorted((fp.get("backends") or {}).items()):
+        state = f"{info.get('version')}" if info.get("available") else f"not available ({info.get('reason')})"
+        lines.append(f"{name}: {backend}: {state}")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

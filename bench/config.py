@@ -6,9 +6,11 @@ the key and the fix in one line.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import importlib
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -281,6 +283,34 @@ def _reject_repeats(suite: Suite, source: Path) -> None:
             seen.add(value)
 
 
+def _check_timeout(suite: Suite, source: Path) -> None:
+    """A ``cell_timeout_s`` no worker process could meet: each process warms up fully and measures
+    1/N of ``min_seconds`` (bench/board.py ``per_process``), under the timeout of its own. Only the
+    clearly impossible is refused: loading the model and the quiet wait come on top of this floor."""
+    m = suite.measure
+    processes = max(1, m.processes)
+    floor = m.warmup_seconds + m.min_seconds / processes
+    if suite.cell_timeout_s >= floor:
+        return
+    per = f" / processes {processes}" if processes > 1 else ""
+    raise ConfigError(f"{source}: cell_timeout_s: {suite.cell_timeout_s:g} s is shorter than the {floor:g} s each worker process needs "
+                      f"to reach the measurement floors (measure.warmup_seconds {m.warmup_seconds:g} + measure.min_seconds {m.min_seconds:g}{per}), "
+                      f"before the model is even loaded; raise cell_timeout_s to at least {math.ceil(floor) + 30} or lower those floors")
+
+
+def check_something_measured(source: Path, outcomes: list[tuple[str, str | None]]) -> None:
+    """A run whose every cell was skipped measured nothing: a configuration error listing why.
+
+    ``outcomes`` is each cell's (status, reason); a run with any cell ok or failed passes."""
+    if not outcomes or any(status != "skipped" for status, _ in outcomes):
+        return
+    reasons = collections.Counter(reason or "no reason given" for _, reason in outcomes)
+    shown = [f"{reason} ({n} cell{'s' if n > 1 else ''})" for reason, n in reasons.most_common(3)]
+    more = f"; and {len(reasons) - 3} more reasons" if len(reasons) > 3 else ""
+    raise ConfigError(f"{source}: every one of the {len(outcomes)} cells was skipped, nothing was measured: {'; '.join(shown)}{more}; "
+                      "install the missing backends (edgebench list backends) or choose combinations that can run")
+
+
 def load_suite(path: Path | None = None, targets: list[str] | None = None, targets_file: Path | None = None,
                extra_profiles: list[dict[str, Any]] | None = None) -> LoadedSuite:
     """Read, validate and resolve a suite (the built-in default when ``path`` is None).
@@ -298,6 +328,7 @@ def load_suite(path: Path | None = None, targets: list[str] | None = None, targe
         known = {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields), "models": list(UserModel.model_fields)}
         raise from_validation_error(source, exc, known) from None
     _reject_repeats(suite, source)
+    _check_timeout(suite, source)
     user_models = _resolve_models(suite, source)
     _check_backends(suite, source)
     profiles = _resolve_targets(suite, source, targets, targets_file, extra_profiles)

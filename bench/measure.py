@@ -201,31 +201,78 @@ def _proc_stat_busy_total() -> tuple[float, float, float] | None:
     return (total - idle) / hz, total / hz, steal / hz
 
 
+def _own_cpu_s() -> float:
+    """CPU seconds this process has used (user + system, all threads)."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def _shares(before: tuple[float, float, float], after: tuple[float, float, float], own_s: float, wall_s: float,
+            cpus: int) -> tuple[float, float, float]:
+    """(other, own, steal) shares of all cores between two /proc/stat readings."""
+    busy = after[0] - before[0]
+    capacity = max(after[1] - before[1], wall_s * cpus * 0.5)  # jiffy totals, guarded against a zero span
+    return max(busy - own_s, 0.0) / capacity, own_s / capacity, max(after[2] - before[2], 0.0) / capacity
+
+
 class ContentionMeter:
     """CPU time spent by processes other than this one between ``start`` and ``stop``."""
 
     def __init__(self, threshold: float = 0.05) -> None:
         self.threshold = threshold
-        self._proc = psutil.Process()
-
-    def _own(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system
 
     def start(self) -> None:
         self._wall0 = time.perf_counter()
         self._sys0 = _proc_stat_busy_total()
-        self._own0 = self._own()
+        self._own0 = _own_cpu_s()
 
     def stop(self) -> Contention:
         wall = time.perf_counter() - self._wall0
         sys1 = _proc_stat_busy_total()
-        own = self._own() - self._own0
+        own = _own_cpu_s() - self._own0
         cpus = psutil.cpu_count() or 1
         if self._sys0 is None or sys1 is None or wall <= 0:
             return Contention(None, own / wall / cpus if wall > 0 else None, cpus, False)
-        busy = sys1[0] - self._sys0[0]
-        capacity = max(sys1[1] - self._sys0[1], wall * cpus * 0.5)  # jiffy totals, guarded against a zero span
-        other = max(busy - own, 0.0) / capacity
-        steal = max(sys1[2] - self._sys0[2], 0.0) / capacity
-        return Contention(other, own / capacity, cpus, other > self.threshold, steal_share=steal)
+        other, own_share, steal = _shares(self._sys0, sys1, own, wall, cpus)
+        return Contention(other, own_share, cpus, other > self.threshold, steal_share=steal)
+
+
+@dataclass
+class QuietWait:
+    """What the quiet gate saw: seconds spent in it, whether the machine got quiet (None: no /proc/stat
+    or the gate is off), and other processes' CPU share in its last window."""
+
+    waited_s: float
+    quiet: bool | None
+    other_cpu_share: float | None
+
+
+QUIET_WINDOW_S = 0.2  # one look: 0.2 s x 2 cores = 40 jiffies, so the 5% threshold is 2 jiffies of others' work
+
+
+def wait_for_quiet(threshold: float, max_wait_s: float, window_s: float = QUIET_WINDOW_S,
+                   read: Callable[[], tuple[float, float, float] | None] = _proc_stat_busy_total,
+                   own: Callable[[], float] = _own_cpu_s, clock: Callable[[], float] = time.perf_counter,
+                   sleep: Callable[[float], None] = time.sleep, cpus: int | None = None) -> QuietWait:
+    """Look at other processes' CPU share over windows of ``window_s`` until one is at or below
+    ``threshold``, for at most ``max_wait_s`` (bounded: a busy machine costs a wait, never the run).
+
+    It runs in the worker, on the target, so it sees the target's load over SSH as well as locally.
+    ``read``/``own``/``clock``/``sleep`` are /proc/stat, this process's CPU time and time itself,
+    replaceable so the loop can be tested without a machine to make busy.
+    """
+    if max_wait_s <= 0:
+        return QuietWait(0.0, None, None)
+    cpus = cpus or psutil.cpu_count() or 1
+    start = clock()
+    while True:
+        t0, before, own0 = clock(), read(), own()
+        sleep(window_s)
+        t1, after, own1 = clock(), read(), own()
+        if before is None or after is None:
+            return QuietWait(t1 - start, None, None)
+        other = _shares(before, after, own1 - own0, t1 - t0, cpus)[0]
+        if other <= threshold:
+            return QuietWait(t1 - start, True, other)
+        if t1 - start + window_s > max_wait_s:
+            return QuietWait(t1 - start, False, other)

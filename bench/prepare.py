@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends import base as backends
+from edgebench.backends._model_files import ModelFileError, input_mismatch
 from edgebench.backends.base import Calibration
 from edgebench.backends.litert import custom_ops
+from edgebench.backends.torch_eager import load_torchscript
 from edgebench.bench.artifact_checks import check_against, check_export, check_text
-from edgebench.bench.contracts.errors import one_line
+from edgebench.bench.contracts.errors import ConfigError, one_line
 from edgebench.bench.worker import evaluate
 from edgebench.models import data as datasets
 from edgebench.models import recipes as recipe_lib
@@ -28,7 +30,7 @@ from edgebench.models.arch import build_module, resized_layers
 from edgebench.models.cache import Cache, Entry
 
 # Bump when training, pruning or export code changes what a cached entry would contain.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3  # 3: eval.npz names its reference (fidelity), outputs checked against the classes
 
 
 class NotApplicable(ValueError):
@@ -174,11 +176,13 @@ class Preparer:
             _check_input_shape(model_name, module, data)
             if spec.weights:
                 _load_user_weights(module, Path(spec.weights))
+                if not spec.train_epochs:  # not trained here: its outputs mean the classes it was trained for,
+                    _check_input_shape(model_name, module, data, strict=True)  # so more than the data has is wrong too
             train.train(module, data, spec.train_epochs, spec.lr, seed=0)
             save_module(module, arch, out)
             np.save(out / "calibration.npy", data.calibration_subset())
             return {
-                **_write_eval(out, data, train.logits(module, data.x_test)),
+                **_write_eval(out, data, train.logits(module, data.x_test), f"the dense PyTorch model ({model_name})", "torch"),
                 "train_s": time.perf_counter() - t0,
                 **model_facts(module, data.x_test[:1]),
                 "effective_sparsity": 0.0,
@@ -307,10 +311,13 @@ class Preparer:
         def build(out: Path) -> dict[str, Any]:
             backends.copy_artifact(src, out)
             np.save(out / "calibration.npy", data.calibration_subset())  # int8 through the runtime's own quantiser
-            reference = _given_reference(out / src.name, kind, data)
+            reference, ran_by = _given_reference(out / src.name, kind, data)
+            if reference is not None:  # a file this host cannot run is checked by the worker against the labels
+                data.check_outputs(str(src), reference.shape[-1], strict=True)
             facts = _onnx_facts(out / src.name) if kind == "onnx" else {"params": None, "nonzero_params": None, "sparsity": None, "weight_sparsity": None,
                                                                             "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
-            return {"given_file": src.name, "given_kind": kind, **_write_eval(out, data, reference), **facts}
+            named = f"the given {'ONNX' if kind == 'onnx' else '.tflite'} file {src.name} run by {ran_by} at fp32"
+            return {"given_file": src.name, "given_kind": kind, **_write_eval(out, data, reference, named, ran_by, given=True), **facts}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
@@ -330,16 +337,17 @@ class Preparer:
 
         def build(out: Path) -> dict[str, Any]:
             try:
-                module = torch.jit.load(str(src), map_location="cpu").eval()
-            except Exception as exc:
-                raise ValueError(f"{src}: not a TorchScript archive ({type(exc).__name__}); save one with torch.jit.save(torch.jit.script(model), path)") from None
-            _check_input_shape(model_name, module, data)
+                module = load_torchscript(src).eval()
+            except ModelFileError as exc:
+                raise ConfigError(f"{src}: {exc.reason}") from None
+            _check_input_shape(str(src), module, data, strict=True)
             shutil.copy2(src, out / "model.ts")
             np.save(out / "calibration.npy", data.calibration_subset())
             (out / "arch.json").write_text(json.dumps({"torchscript": "model.ts"}))
             params = sum(p.numel() for p in module.parameters())
             nonzero = sum(int(torch.count_nonzero(p)) for p in module.parameters())
-            return {**_write_eval(out, data, train.logits(module, data.x_test)), **_imported_counts(params, nonzero)}
+            named = f"the given TorchScript archive {src.name} run by PyTorch"
+            return {**_write_eval(out, data, train.logits(module, data.x_test), named, "torch", given=True), **_imported_counts(params, nonzero)}
 
         entry = self.cache.get_or_build("dense", payload, build)
         self.counters.note(entry, "trained")
@@ -378,20 +386,32 @@ class Preparer:
         self.log(f"{what}: {state}, {detail}")
 
 
-def _given_reference(path: Path, kind: str, data: datasets.Dataset) -> np.ndarray | None:
+def _given_reference(path: Path, kind: str, data: datasets.Dataset) -> tuple[np.ndarray | None, str]:
     """The given file's own logits on the evaluation inputs, run by the first backend of its kind
-    that this host has; None when none is installed here or it needs custom operators."""
+    that this host has, and that backend's name; (None, "") when none is installed here or it needs
+    custom operators."""
     for name in backends.consumers(kind):
         backend = backends.get(name)
         if not backend.availability().available:
             continue
         if kind == "tflite" and custom_ops(path):
-            return None
+            return None, ""
         try:
-            return evaluate(backend.load(path, "fp32", {"threads": 1, "batch": 1}), data.x_test, 1)
+            return evaluate(backend.load(path, "fp32", {"threads": 1, "batch": 1}), data.x_test, 1), name
+        except ConfigError:
+            raise
+        except ModelFileError as exc:  # the runtime cannot take the file at all: its cause, not input_size advice
+            raise ConfigError(str(exc)) from None
         except Exception as exc:
-            raise ValueError(f"{path.name}: {name} cannot run it on {data.input_shape} inputs ({one_line(exc, 300)}); check input_size and the file") from None
-    return None
+            raise ConfigError(_run_failure(path, name, data, exc)) from None
+    return None, ""
+
+
+def _run_failure(path: Path, runtime: str, data: datasets.Dataset, exc: Exception) -> str:
+    """Why a given file that loaded failed on the evaluation inputs: the input it refuses, or its own error."""
+    if input_mismatch(exc):
+        return f"{path.name}: does not accept {data.name} inputs of shape {data.input_shape} ({one_line(exc, 300)}); set input_size or use matching data"
+    return f"{path.name}: {runtime} loaded it but failed running it on {data.input_shape} inputs ({one_line(exc, 300)}); check the model"
 
 
 def _file_hash(path: str | Path) -> str:
@@ -424,8 +444,9 @@ def _load_user_weights(module: Any, path: Path) -> None:
         raise ValueError(f"{path}: does not fit the factory's model ({first}); check factory kwargs such as num_classes") from None
 
 
-def _check_input_shape(model_name: str, module: Any, data: datasets.Dataset) -> None:
-    """Fail early, naming the model and the data, when the images do not fit the model."""
+def _check_input_shape(model_name: str, module: Any, data: datasets.Dataset, strict: bool = False) -> None:
+    """Fail early, naming the model and the data, when the images do not fit the model (and its
+    outputs the dataset's classes: :meth:`Dataset.check_outputs`)."""
     import torch
 
     try:
@@ -433,8 +454,7 @@ def _check_input_shape(model_name: str, module: Any, data: datasets.Dataset) -> 
             out = module.eval()(torch.from_numpy(data.x_test[:1]))
     except Exception as exc:
         raise ValueError(f"{model_name}: the model does not accept {data.name} inputs of shape {data.input_shape} ({one_line(exc, 200)}); set input_size or use matching data") from None
-    if data.has_labels and out.shape[-1] < data.num_classes:
-        raise ValueError(f"{model_name}: the model has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes; set num_classes in kwargs")
+    data.check_outputs(model_name, out.shape[-1], strict, fix="set num_classes in kwargs" if not strict else None)
 
 
 def _onnx_facts(path: Path) -> dict[str, Any]:
@@ -453,19 +473,31 @@ def _imported_counts(params: int, nonzero: int) -> dict[str, Any]:
             "macs": None, "effective_sparsity": 0.0, "macs_ratio": 1.0}
 
 
-def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray | None) -> dict[str, Any]:
-    """``eval.npz`` (inputs, the dense reference logits where known, labels where there are any) and its facts."""
+def _write_eval(out: Path, data: datasets.Dataset, reference: np.ndarray | None, reference_name: str = "",
+                reference_backend: str = "", given: bool = False) -> dict[str, Any]:
+    """``eval.npz`` (inputs, the reference logits where known, labels where there are any) and its facts.
+
+    The reference is named (``reference_name``: what the worker's fidelity is measured against, and the
+    backend that produced it), and ``given`` marks it as a user's file run as it is: that file's own fp32
+    cell on the same backend then has no independent reference. Non-finite reference logits are not
+    written (no fidelity can be measured against them); their count is a fact the host log shows."""
     labels = {"labels": data.y_test} if data.has_labels else {}  # no labels: latency only
-    logits = {"reference_logits": reference} if reference is not None else {}  # None: a given file this host cannot run
+    bad = int(reference.size - np.count_nonzero(np.isfinite(reference))) if reference is not None else 0
+    usable = reference is not None and not bad
+    logits = {"reference_logits": reference, "reference_name": np.array(reference_name), "reference_backend": np.array(reference_backend),
+              "reference_given": np.array(given)} if usable else {}  # None: a given file this host cannot run
     np.savez(out / "eval.npz", inputs=data.x_test, **logits, **labels)
-    if reference is None:
-        return {"latency_only": not data.has_labels, "top1_torch": None}
-    return {
-        "latency_only": not data.has_labels,
-        "top1_torch": float(np.mean(reference.argmax(1) == data.y_test)) if data.has_labels else None,
-    }
+    facts: dict[str, Any] = {"latency_only": not data.has_labels, "top1_torch": None, "reference": reference_name if usable else None}
+    if bad:
+        facts["reference_nonfinite"] = bad
+    elif usable and data.has_labels:
+        facts["top1_torch"] = float(np.mean(reference.argmax(1) == data.y_test))
+    return facts
 
 
 def _top1_text(entry: Entry) -> str:
-    top1 = entry.manifest["facts"].get("top1_torch")
+    facts = entry.manifest["facts"]
+    if facts.get("reference_nonfinite"):
+        return f"{facts['reference_nonfinite']} output values are NaN/Inf: its cells' accuracy will fail (nan-outputs)"
+    top1 = facts.get("top1_torch")
     return "latency only (no dataset)" if top1 is None else f"top-1 {top1:.2%}"

@@ -17,8 +17,9 @@ from typing import Any
 
 from edgebench.backends import base as backends
 from edgebench.bench.board import Board
-from edgebench.bench.config import Cell, LoadedSuite
-from edgebench.bench.contracts.errors import one_line
+from edgebench.bench.config import Cell, LoadedSuite, check_something_measured
+from edgebench.bench.contracts.errors import ConfigError, one_line
+from edgebench.bench.contracts.files import CannotWrite, cannot_write, is_disk_error
 from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.contracts.version import __version__
@@ -130,13 +131,33 @@ class Runner:
             summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
             asyncio.run(self._measure_targets(loaded, jobs, loaded.suite.cell_timeout_s, summary, replace=bool(resume)))
             status = CONFIRMATION if confirm_of else "finished"
+            if resume is None and only is None:  # all skipped: nothing measured is a configuration error (exit 2)
+                check_something_measured(loaded.source, [(c.status, c.error) for c in self.store.cells(run_id, with_samples=False)])
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except CannotWrite:
+            status = "interrupted"  # nothing wrong with the cells: free space, then --resume finishes it
+            raise
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            status = "interrupted"
+            raise cannot_write(exc, self.paths.home) from None
         finally:
             summary.wall_s = time.perf_counter() - t0
-            self.store.finish_run(run_id, status, asdict(summary))
+            self._finish(run_id, status, summary)
         return summary
+
+    def _finish(self, run_id: str, status: str, summary: RunSummary) -> None:
+        """Store the run's status and summary, its counts taken from the stored cells: a resumed run's
+        cells of every attempt, not only the ones this attempt re-ran."""
+        try:
+            counts = self.store.cell_counts(run_id)
+            summary.cells_ok, summary.cells_failed, summary.cells_skipped = (counts.get(k, 0) for k in ("ok", "failed", "skipped"))
+            self.store.finish_run(run_id, status, asdict(summary))
+        except CannotWrite as exc:  # the store's disk is full too: the run stays `running`; --resume still finishes it
+            self.log(f"run {run_id}: could not record it as {status}: {exc}")
 
     # -- run bookkeeping -------------------------------------------------------------------
     def _open_run(self, loaded: LoadedSuite, resume: str | None, targets: dict[str, Any]) -> tuple[str, set[str]]:
@@ -200,7 +221,13 @@ class Runner:
             art = preparer.artifact(cell.model, cell.recipe, cell.backend, cell.precision, export_options)
         except NotApplicable as exc:
             return self._finished(record, "skipped", str(exc))
+        except ConfigError:  # a bad file in the suite (not a model file, wrong class count): exit 2, one line
+            raise
+        except CannotWrite:  # a full disk stops the run (marked interrupted), it fails no cell
+            raise
         except Exception as exc:  # a model the exporter cannot handle fails its cells, not the run
+            if is_disk_error(exc):  # ...but a full cache disk is not the cell's fault: stop the run, one line
+                raise cannot_write(exc, self.paths.cache) from None
             return self._finished(record, "failed", f"preparing the artifact failed: {type(exc).__name__}: {one_line(exc, 400)}")
         record.facts = {"model": model.manifest["facts"], "artifact": art.manifest["facts"], "dense_top1_torch": dense.manifest["facts"]["top1_torch"],
                         "model_key": model.key, "artifact_key": art.key}

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from edgebench.bench.contracts.errors import EdgebenchError, one_line
 from edgebench.bench.contracts.identity import FIELDS, CellFields, CellId
 from edgebench.bench.contracts.results import CellResult
+from edgebench.bench.store_faults import check_sqlite_file, open_error, refused_writes
 
 SCHEMA_VERSION = 3  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
 REVISIONS = ("0001", "0002", "0003")  # Alembic revisions in bench/migrations/versions, oldest first
@@ -186,12 +187,17 @@ class Store:
             self.engine = sa.create_engine(url, future=True)
         except ModuleNotFoundError as exc:
             raise EdgebenchError(f"{self.display_url}: the database driver is not installed ({exc.name}); pip install 'edgebench[postgres]'") from None
+        database = self.engine.url.database
+        # the SQLite file, as the user would name it in messages (None for a server or an in-memory store)
+        self.path = database if self.engine.dialect.name == "sqlite" and database and database != ":memory:" else None
+        if self.path is not None:
+            check_sqlite_file(Path(self.path))  # before the first connection switches the file to WAL
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._migrate_retrying_locks()
-        except sa.exc.OperationalError as exc:
-            raise EdgebenchError(f"{self.display_url}: cannot open the store ({one_line(exc.orig, 300)}); check the URL and that the database server is running") from None
+        except sa.exc.DatabaseError as exc:  # OperationalError is one; a file that is not SQLite is the other common kind
+            raise open_error(exc, self.path, self.display_url) from None
 
     # -- schema -----------------------------------------------------------------------------
     def revision(self) -> str | None:
@@ -247,23 +253,27 @@ class Store:
                 yield conn
 
     # -- writing ----------------------------------------------------------------------------
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """A write the disk refuses (full, quota, read-only) is CannotWrite naming the store."""
+        return refused_writes(self.path or self.display_url)
+
     def create_run(self, run: RunRecord) -> None:
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(runs.insert().values(**_run_row(run)))
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=now(), summary=summary))
 
     def add_environment(self, run_id: str, target: str, fingerprint: dict[str, Any]) -> None:
         """Store (or replace: a resumed run probes again) ``target``'s fingerprint for a run."""
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(environments.delete().where(environments.c.run_id == run_id, environments.c.target == target))
             conn.execute(environments.insert().values(run_id=run_id, target=target, captured_at=now(), fingerprint=fingerprint))
 
     def reopen_run(self, run_id: str) -> None:
         """Mark a stored run as running again (``edgebench run --resume``)."""
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(status="running", finished_at=None))
 
     def add_cell(self, run_id: str, cell: CellRecord, replace: bool = False) -> int:
@@ -281,7 +291,7 @@ class Store:
             "options": cell.options, "facts": cell.facts,
             "result": _result_without_samples(result), "recipe_def": cell.recipe_def,
         }
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             if replace:
                 old = conn.execute(sa.select(cells.c.id).where(cells.c.run_id == run_id, cells.c.cell_key == cell.cell_key)).scalars().all()
                 if old:
@@ -317,6 +327,12 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().one()
         return _run_from_row(row)
+
+    def cell_counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's stored cells have each status (ok, failed, skipped): every attempt's, a resumed run's too."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(cells.c.status, sa.func.count()).where(cells.c.run_id == run_id).group_by(cells.c.status)).all()
+        return {status: int(n) for status, n in rows}
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         with self.engine.connect() as conn:

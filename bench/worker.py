@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends import base as backends
+from edgebench.backends._model_files import ModelFileError
 from edgebench.bench import device_build
 from edgebench.bench.contracts.errors import one_line
 from edgebench.bench.contracts.evidence import Evidence
 from edgebench.bench.contracts.flags import Flag
-from edgebench.bench.contracts.results import Accuracy, CellResult, Fidelity, MeasureSettings
+from edgebench.bench.contracts.results import Accuracy, CellResult, Fidelity, LatencyStats, MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
-from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs, usable_cpus
+from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs, usable_cpus, wait_for_quiet
 from edgebench.bench.stats import summarize, topk_accuracy
 from edgebench.targets import probe
 from edgebench.targets.monitor import DeviceMonitor, MonitorSettings, energy_per_inference_mj
@@ -57,20 +58,63 @@ def evaluate(session: Any, inputs: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs).astype(np.float64)
 
 
-def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> tuple[Accuracy | None, Fidelity | None]:
+def nonfinite(values: Any) -> int:
+    """How many of a runtime's output values are NaN or Inf (0 for outputs that are not numeric arrays)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def accuracy_and_fidelity(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None,
+                          reference_name: str = "", independent: bool = True) -> tuple[Accuracy | None, Fidelity | None]:
+    """Top-1/top-5 against ``labels`` and agreement with ``reference`` (named ``reference_name``).
+
+    Non-finite logits give neither (the caller flags ``nan-outputs``): a NaN row's argmax is an index
+    like any other, so a top-1 or an agreement computed from it would pass as a real number."""
     classes = logits.shape[1]
+    if nonfinite(logits):
+        return None, None
     acc = None
     if labels is not None:
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(f"the evaluation labels are {labels.min()}..{labels.max()} but the model has {classes} outputs; "
+                             "use a dataset whose labels are 0..outputs-1 (or a model with one output per class)")
         acc = Accuracy(n=int(len(labels)), top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5) if classes > 5 else None)
-    if reference is None:
+    if reference is None or nonfinite(reference):
         return acc, None
     diff = np.abs(logits - reference)
     fid = Fidelity(
         top1_agreement=float(np.mean(logits.argmax(1) == reference.argmax(1))),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
+        reference=reference_name,
+        independent=independent,
     )
     return acc, fid
+
+
+def nan_flag(evaluated: int, timed: int, total: int) -> Flag | None:
+    """``nan-outputs`` with the counts of non-finite values, in evaluation and in the timed run's output."""
+    if not evaluated and not timed:
+        return None
+    where = [f"{evaluated} of {total} evaluation output values"] if evaluated else []
+    where += [f"{timed} in the timed run's output"] if timed else []
+    return Flag("nan-outputs", f"nan outputs: {' and '.join(where)} are NaN/Inf; accuracy and fidelity are not valid")
+
+
+def reference_of(data: Any, spec: CellSpec) -> tuple[str, bool]:
+    """The eval file's name for its reference logits and whether they are independent of this cell.
+
+    Not independent: the reference is the cell's own given file (``reference_given``) run by the same
+    backend at fp32, i.e. the same file on the same runtime compared with itself."""
+    files = set(data.files)
+    name = str(data["reference_name"]) if "reference_name" in files else ""
+    ref_backend = str(data["reference_backend"]) if "reference_backend" in files else ""
+    given = bool(data["reference_given"]) if "reference_given" in files else False
+    same = given and ref_backend == spec.backend and spec.precision == "fp32"
+    return name, not same
 
 
 def run_cell(spec: CellSpec) -> CellResult:
@@ -110,14 +154,18 @@ def run_cell(spec: CellSpec) -> CellResult:
             # (as benchmark_model and trtexec do); accuracy below goes through the full path.
             prepared = session.prepare_input(sample)
             t0 = time.perf_counter()
-            session.run_prepared(prepared)
+            first_out = session.run_prepared(prepared)
             result.first_inference_s = time.perf_counter() - t0
+            timed_nonfinite = nonfinite(first_out)  # the timed loop runs this same input: its output, checked once
 
             meter = ContentionMeter(settings.contention_threshold)
+            # the quiet gate: here, on the target, right before timing (bounded by quiet_wait_s)
+            gate = wait_for_quiet(settings.contention_threshold, settings.quiet_wait_s)
             _mark(monitor, "measure")
             meter.start()
             timed = time_runs(lambda: session.run_prepared(prepared), settings)
             result.contention = meter.stop()
+            result.contention.quiet_wait_s, result.contention.quiet = gate.waited_s, gate.quiet
             _mark(monitor, "evaluate")
             logits = evaluate(session, inputs, spec.batch)
         finally:
@@ -130,13 +178,16 @@ def run_cell(spec: CellSpec) -> CellResult:
         result.latency = summarize(timed.samples_ns, spec.batch)
         result.memory = sampler.stats()
         result.memory_timeline = sampler.timeline
-        result.accuracy, result.fidelity = accuracy_and_fidelity(logits, labels, reference)
+        result.accuracy, result.fidelity = accuracy_and_fidelity(logits, labels, reference, *reference_of(data, spec))
         if report is not None:
             result.device = report.to_dict()
             result.energy_mj_per_inference = energy_per_inference_mj(report, result.latency.mean_ms / 1000, spec.batch)
         result.flags = _flags(result, timed.stopped_by_cap, settings)
+        if bad := nan_flag(nonfinite(logits), timed_nonfinite, int(logits.size)):
+            result.flags.append(bad)  # accuracy None with this flag: failed, never ranked (not latency-only)
     except Exception as exc:  # one cell's failure is data, never the end of the run
         result = CellResult.failed(_one_line(exc), traceback=traceback.format_exc(limit=8))
+        traceback.print_exc(file=sys.stderr)  # whole, into the cell's stderr file: the failure may be in the user's code
     result.worker_wall_s = time.perf_counter() - started
     return result
 
@@ -169,18 +220,32 @@ def _load(backend: Any, artifact: Path, spec: CellSpec) -> Any:
         options["threads"] = usable_cpus()
     try:
         return backend.load(artifact, spec.precision, options)
+    except ModelFileError as exc:  # the backend named the cause (not a model file, an unknown op) and the fix
+        raise RuntimeError(f"{artifact}: {exc.reason}") from exc
     except Exception as exc:
         raise RuntimeError(f"{artifact}: {spec.backend} could not load it ({_one_line(exc)}); re-export it or check the file") from exc
 
 
-def variance_flag(cov: float, settings: MeasureSettings) -> Flag | None:
-    """``high-variance`` when the samples' CoV is above the suite's ``cov_warn``."""
-    return Flag("high-variance", f"high variance: CoV {cov:.1%} > {settings.cov_warn:.0%}") if cov > settings.cov_warn else None
+def variance_flag(latency: LatencyStats, settings: MeasureSettings) -> Flag | None:
+    """``high-variance`` when IQR/median is above the suite's ``dispersion_warn``, or the CoV above its
+    ``cov_warn`` where a suite sets one. The text carries both ratios and the outlier counts."""
+    ratio = latency.iqr_ratio
+    robust = ratio is not None and ratio > settings.dispersion_warn
+    by_cov = settings.cov_warn > 0 and latency.cov > settings.cov_warn
+    if not (robust or by_cov):
+        return None
+    if robust:
+        why, also = f"IQR/median {ratio:.1%} > {settings.dispersion_warn:.0%}", f"CoV {latency.cov:.1%}"
+    else:
+        why, also = f"CoV {latency.cov:.1%} > cov_warn {settings.cov_warn:.0%}", f"IQR/median {ratio:.1%}" if ratio is not None else ""
+    outliers = (f"outliers: {latency.stddev_outliers} beyond 1 std, {latency.iqr_outliers} beyond 1.5 IQR"
+                if latency.outliers is not None else "")
+    return Flag("high-variance", f"high variance: {why}" + (f" ({'; '.join(p for p in (also, outliers) if p)})" if also or outliers else ""))
 
 
 def _flags(result: CellResult, cap: str | None, settings: MeasureSettings) -> list[Flag]:
     out = []
-    if result.latency is not None and (high := variance_flag(result.latency.cov, settings)):
+    if result.latency is not None and (high := variance_flag(result.latency, settings)):
         out.append(high)
     if cap:
         out.append(Flag("measurement-capped", f"measurement {cap}"))
@@ -193,7 +258,8 @@ def _flags(result: CellResult, cap: str | None, settings: MeasureSettings) -> li
     c = result.contention
     if c is not None and c.contended:
         stolen = f" ({c.steal_share:.0%} stolen by the hypervisor)" if c.steal_share else ""
-        out.append(Flag("contended", f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring{stolen}"))
+        gate = f" (not quiet after waiting {c.quiet_wait_s:.1f} s)" if c.quiet is False else ""
+        out.append(Flag("contended", f"contended: other processes used {c.other_cpu_share:.0%} of the CPU while measuring{stolen}{gate}"))
     return out
 
 

@@ -9,6 +9,10 @@ sample, made robust to what a noisy board does to them:
   order they were measured, are cut into contiguous blocks and the test works on the block medians:
   Mann-Whitney U on them (``scipy.stats.mannwhitneyu``) and a percentile bootstrap of the ratio of medians
   (``scipy.stats.bootstrap``, each side resampled on its own, fixed seed).
+- **Processes.** A cell measured in several worker processes (``measure.processes``) has its blocks cut
+  within each process, never across two, and the interval resamples processes, then blocks within them
+  (the two-stage bootstrap and small-sample interval of :mod:`edgebench.reports.stats`): one process's
+  mode then widens the interval instead of faking a change. Cells of one process keep the plain bootstrap.
 - **A minimum effect.** A regression needs significance (p < alpha) *and* the whole bootstrap interval of
   the median ratio above ``1 + min_effect``; unchanged needs the interval inside ``1 ± min_effect``;
   anything else is inconclusive (e.g. significant but maybe smaller than the minimum).
@@ -42,6 +46,7 @@ import numpy as np
 from edgebench.bench.contracts.flags import texts
 from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord
+from edgebench.reports import stats as rstats
 
 IMPROVED, REGRESSED, UNCHANGED, INCONCLUSIVE = "improved", "regressed", "unchanged", "inconclusive"
 MAX_BLOCKS = 30
@@ -148,6 +153,32 @@ def block_medians(samples_ns: list[int] | np.ndarray) -> np.ndarray:
     return np.array([float(np.median(b)) for b in blocks(x)])
 
 
+def process_block_medians(samples_ns: list[int] | np.ndarray, process_samples: list[int] | None) -> tuple[np.ndarray, list[int]]:
+    """Block medians with blocks inside each worker process (at most ``MAX_BLOCKS`` in all), and how many
+    blocks each process gave; one process: :func:`block_medians` and no counts."""
+    x = np.asarray(samples_ns, dtype=np.float64)
+    if rstats.processes_of(x.size, process_samples) < 2:
+        return block_medians(x), []
+    per = max(1, MAX_BLOCKS // len(process_samples))
+    medians: list[float] = []
+    counts: list[int] = []
+    for part in np.split(x, np.cumsum(process_samples)[:-1]):
+        k = max(1, min(per, part.size // MIN_BLOCK))
+        medians += [float(np.median(b)) for b in np.array_split(part, k)]
+        counts.append(k)
+    return np.asarray(medians), counts
+
+
+def _process_interval(bb: np.ndarray, b_counts: list[int], hb: np.ndarray, h_counts: list[int], th: Thresholds, key: str) -> tuple[float, float]:
+    """Interval of the head/base ratio of block medians, resampling processes then blocks (a side of one
+    process resamples its blocks, each its own group)."""
+    def side(values: np.ndarray, counts: list[int], name: str) -> rstats.Resampled:
+        groups = counts or [1] * values.size
+        return rstats.hierarchical_replicates(values, "median", groups, n_resamples=th.n_resamples, seed=rstats.seed_for(key, name))
+    ci = rstats.interval(side(bb, b_counts, "base"), side(hb, h_counts, "head"), th.level)
+    return ci.low, ci.high
+
+
 def _seed(key: str) -> int:
     return zlib.crc32(key.encode())
 
@@ -167,8 +198,10 @@ def run_noise(p50s: list[float]) -> float | None:
 
 def latency_verdict(base_ns: list[int], head_ns: list[int], th: Thresholds, key: str = "",
                     disturbed: str | None = None, history_p50: list[float] | None = None,
-                    pooled: tuple[float, int] | None = None) -> MetricVerdict:
-    """Judge the median latency of head against base (see the module docstring for the rules)."""
+                    pooled: tuple[float, int] | None = None,
+                    processes: tuple[list[int] | None, list[int] | None] = (None, None)) -> MetricVerdict:
+    """Judge the median latency of head against base (see the module docstring for the rules);
+    ``processes``: each side's samples per worker process (CellResult.process_samples)."""
     from scipy import stats
 
     b, h = np.asarray(base_ns, dtype=np.float64), np.asarray(head_ns, dtype=np.float64)
@@ -178,14 +211,17 @@ def latency_verdict(base_ns: list[int], head_ns: list[int], th: Thresholds, key:
         return mv
     mv.base, mv.head = float(np.median(b)) / 1e6, float(np.median(h)) / 1e6
     mv.ratio = mv.head / mv.base
-    bb, hb = block_medians(b), block_medians(h)
+    (bb, b_counts), (hb, h_counts) = process_block_medians(b, processes[0]), process_block_medians(h, processes[1])
     if min(bb.size, hb.size) < MIN_BLOCKS:
         mv.reason = f"too few samples to judge ({b.size} and {h.size}; needs {MIN_BLOCKS * MIN_BLOCK} each)"
         return mv
     mv.p_value = float(stats.mannwhitneyu(hb, bb, alternative="two-sided").pvalue)
-    boot = stats.bootstrap((bb, hb), _median_ratio, vectorized=True, paired=False, n_resamples=th.n_resamples,
-                           confidence_level=th.level, method="percentile", random_state=np.random.default_rng(_seed(key)))
-    mv.ci_low, mv.ci_high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    if b_counts or h_counts:
+        mv.ci_low, mv.ci_high = _process_interval(bb, b_counts, hb, h_counts, th, key)
+    else:
+        boot = stats.bootstrap((bb, hb), _median_ratio, vectorized=True, paired=False, n_resamples=th.n_resamples,
+                               confidence_level=th.level, method="percentile", random_state=np.random.default_rng(_seed(key)))
+        mv.ci_low, mv.ci_high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
     change = f"{abs(mv.ratio - 1):.1%} {'slower' if mv.ratio > 1 else 'faster'}"
     ci = f"{th.level:.0%} CI {mv.ci_low:.3f}-{mv.ci_high:.3f}"
     if disturbed and not th.include_disturbed:
@@ -322,7 +358,8 @@ def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50
         return out
     reasons = [f"{side}: {d}" for side, d in (("base", disturbance(base)), ("head", disturbance(head))) if d]
     lat = latency_verdict(base.result.samples_ns, head.result.samples_ns, th, key=head.cell_key,
-                          disturbed="; ".join(reasons) or None, history_p50=history_p50, pooled=pooled)
+                          disturbed="; ".join(reasons) or None, history_p50=history_p50, pooled=pooled,
+                          processes=(base.result.process_samples, head.result.process_samples))
     metrics = [lat, accuracy_verdict(_top1(base), _top1(head), th),
                threshold_verdict("memory", _peak_rss(base), _peak_rss(head), th.memory_threshold, th.memory_floor_mib, "MiB"),
                threshold_verdict("size", _size(base), _size(head), th.size_threshold, 0.0, "bytes")]

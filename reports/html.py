@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgebench.bench.contracts.files import atomic_write_text
 from edgebench.bench.contracts.flags import has
 from edgebench.bench.store import RunRecord
 from edgebench.reports import html_charts as charts
@@ -23,6 +24,7 @@ from edgebench.reports import html_tables as tables
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.html_recommend import DEFAULT_CONSTRAINTS, recommendation_block
 from edgebench.reports.htmlkit import Ids, batch_markers, colors as series_colors, e, figure, series_key, slug
+from edgebench.reports.recommend import tie_rule
 from edgebench.reports.stats import Bootstrapper
 from edgebench.reports.tables import Row, RunReport, by_target
 
@@ -53,7 +55,7 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
 def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None) -> Path:
     """Write ``report.html`` into ``out_dir`` and return its path."""
     path = Path(out_dir) / "report.html"
-    path.write_text(render(report, bootstrapper, history), encoding="utf-8")
+    atomic_write_text(path, render(report, bootstrapper, history))  # temp file + rename: never half a page
     return path
 
 
@@ -103,7 +105,7 @@ def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool
 def _recommendation_section(report: RunReport, targets: dict[str, list[Row]], boot: Bootstrapper) -> str:
     out = ['<section id="recommendation"><h2>Recommendation</h2>'
            f'<p class="muted">Among the cells that ran: the best recipe, backend, precision and batch per target and model, with default constraints '
-           f"({e(DEFAULT_CONSTRAINTS.describe())}). A win needs the 95% bootstrap interval of the latency ratio to exclude 1; otherwise it is a tie.</p>"]
+           f"({e(DEFAULT_CONSTRAINTS.describe())}). Tie rule: {e(tie_rule())}.</p>"]
     for t in targets:
         out.append(f'<h3>Target {e(t)}</h3><div class="rec-target" id="rec-{slug(t)}">{recommendation_block(report, t, boot)}</div>')
     out.append("</section>")
@@ -227,9 +229,9 @@ def _method_section(run: RunRecord) -> str:
 <ul>
 <li>Each cell runs in its own worker process. Warm-up and measurement both continue until a run count and a time floor are reached; every per-batch latency sample is stored (samples.csv) and summarised as p50/p90/p99, CoV (std/mean) and throughput (items/s over the measured time).</li>
 <li>Peak memory is the worker's RSS high-water mark (VmHWM), including the interpreter and runtime; (+load) is its rise over the RSS right after importing the runtime.</li>
-<li>Top-1 is measured on the evaluation split at the cell's batch size; agreement is top-1 agreement with the dense PyTorch model's predictions.</li>
+<li>Top-1 is measured on the evaluation split at the cell's batch size; agreement is top-1 agreement with each cell's reference, named in report.md: the dense PyTorch model, or for a model given as a file that file's own outputs at fp32 (its fp32 cell on the same runtime has no independent reference, and shows none). A cell whose outputs were NaN/Inf shows its accuracy as FAILED.</li>
 <li>CPU contention is the share of the CPU used by other processes while measuring; above the suite's threshold a cell is flagged <i>contended</i>. Each cell also carries the device's state while it ran (temperatures, CPU clocks, throttle bits, power where a rail exists), sampled by the worker on the device; a cell during which the device throttled is flagged <i>throttled</i>. The probe's state at the start and end of the run is in each target's fingerprint.</li>
-<li>Recommendation: candidates must meet the accuracy-drop limit (vs the dense cell of the same backend at fp32, same batch when it ran) and the memory limit. The best by the objective is compared with every other candidate by a percentile bootstrap (95%, fixed seeds, each cell resampled on its own) of the ratio of the objective's statistic and of the median; if either interval includes 1 they tie. Cells that run the same computation (zeros stored and run dense, same parameters and MACs) tie by construction. Samples are treated as independent, so on a busy machine the intervals are too narrow, not too wide.</li>
+<li>Recommendation: candidates must meet the accuracy-drop limit (vs the dense cell of the same backend at fp32, same batch when it ran) and the memory limit. The best by the objective is compared with every other candidate by a bootstrap (95%, fixed seeds, each cell resampled on its own: its worker processes with replacement, then samples within them, with a Student interval for the few processes) of the ratio of the objective's statistic and of the median. Tie rule: {e(tie_rule())}. Cells that run the same computation (zeros stored and run dense, same parameters and MACs) tie by construction; cells flagged contended or nan-outputs are excluded, never ranked.</li>
 </ul>
 <p>Reproduce: <code>edgebench run {e(run.suite_source)}</code> on the same environment; suite as run:</p>
 <pre>{e(run.suite_yaml or "")}</pre></section>"""

@@ -6,17 +6,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edgebench.bench.contracts.flags import CODES, Flag
+from edgebench.bench.contracts.flags import CODES, Flag, has
 from edgebench.reports.htmlkit import e, ms, na, size_text, slug, td
 from edgebench.reports.svg import fmt_num
-from edgebench.reports.tables import Row, RunReport, by_target, device_line
+from edgebench.reports.tables import Row, RunReport, agreement_text, by_target, device_line, remeasure_notes, top1_text
 
 # The flag codes the report groups under their own tag, in this order; every other flag is "other".
 REPORTED = ("contended", "high-variance", "sparse-not-used", "sparse-path", "ops-not-delegated", "measurement-capped",
-            "throttled", "cooldown-not-reached")
+            "throttled", "cooldown-not-reached", "nan-outputs")
 # The cell table's narrow column shows these instead of the codes' tags.
 SHORT_TAGS = {"contended": "contended", "high-variance": "CoV", "sparse-not-used": "sparse unused", "sparse-path": "sparse path",
-              "ops-not-delegated": "undelegated", "measurement-capped": "capped", "throttled": "throttled", "cooldown-not-reached": "hot"}
+              "ops-not-delegated": "undelegated", "measurement-capped": "capped", "throttled": "throttled", "cooldown-not-reached": "hot",
+              "nan-outputs": "NaN"}
 
 
 def _others(flags: list[Flag]) -> list[Flag]:
@@ -38,8 +39,8 @@ def flag_tags(r: Row) -> str:
     return " ".join(tags)
 
 
-CELL_COLUMNS = ["recipe", "backend (threads)", "prec.", "batch", "p50 ms", "p90 ms", "p99 ms", "CoV", "n", "items/s",
-                "peak RSS MiB (+load)", "size", "w. sparsity", "MACs", "top-1", "agree w/ dense", "Δtop-1 pts", "speedup p50", "flags"]
+CELL_COLUMNS = ["recipe", "backend (threads)", "prec.", "batch", "p50 ms", "p90 ms", "p99 ms", "CoV", "IQR/med", "outliers", "n", "items/s",
+                "peak RSS MiB (+load)", "size", "w. sparsity", "MACs", "top-1", "agree w/ dense", "Δtop-1 pts", "speedup p50", "input timed", "flags"]
 
 
 def cell_table(rows: list[Row], multi_model: bool) -> str:
@@ -65,15 +66,20 @@ def _measured_cells(r: Row) -> list[str]:
     spd_cls = "good" if spd and spd > 1.05 else ("bad" if spd and spd < 0.95 else "")
     dlt = r.top1_delta_pts
     dlt_cls = "bad" if dlt is not None and dlt < -1 else ""
+    shape = "x".join(map(str, r.input_shape)) + (f" {r.input_layout}" if r.input_layout else "") if r.input_shape else "-"
     return [
         td(ms(r.p50_ms), r.p50_ms, "num"), td(ms(r.p90_ms), r.p90_ms, "num"), td(ms(r.p99_ms), r.p99_ms, "num"),
-        td(na(r.cov, ".1%"), r.cov, "num" + (" warn" if r.cov is not None and r.cov > 0.05 else "")),
+        td(na(r.cov, ".1%"), r.cov, "num"),
+        td(na(r.iqr_ratio, ".1%"), r.iqr_ratio, "num" + (" warn" if has(r.flags, "high-variance") else "")),
+        td(e(r.outliers or "-"), r.outliers or "", "num"),
         td(na(r.n), r.n, "num"), td(na(r.throughput_ips, ",.0f"), r.throughput_ips, "num"),
         td(f"{na(r.peak_rss_mib, '.0f')} (+{na(r.peak_rss_delta_mib, '.1f')})", r.peak_rss_mib, "num"),
         td(size_text(r.size_bytes), r.size_bytes, "num"), td(na(r.weight_sparsity, ".0%"), r.weight_sparsity, "num"),
         td(f"{r.macs / 1e6:.2f} M" if r.macs is not None else "-", r.macs, "num"),
-        td(na(r.top1, ".2%"), r.top1, "num"), td(na(r.agreement, ".2%"), r.agreement, "num"),
+        td(e(top1_text(r)), r.top1, "num" + (" bad" if r.accuracy_error else "")),
+        td(e(agreement_text(r)), r.agreement, "num" + (" bad" if r.accuracy_error else "")),
         td(na(dlt, "+.2f"), dlt, "num " + dlt_cls), td(na(spd, ".2f", "x"), spd, "num " + spd_cls),
+        td(e(shape), shape, "mono"),  # what ran: a dynamic dimension took the cell's batch and the dataset's size
         td(flag_tags(r), len(r.flags)),
     ]
 
@@ -92,6 +98,12 @@ def warnings_block(rows: list[Row]) -> str:
     if others:
         items = "".join(f"<li><code>{e(r.cell_key)}</code>: {e(w)}</li>" for r, w in others)
         parts.append(f'<details class="warning-kind"><summary><span class="tag">other</span> {len(others)} warning(s)</summary><ul>{items}</ul></details>')
+    again = remeasure_notes(rows)
+    if again:
+        items = "".join(f"<li><code>{e(k)}</code>: {e(n)}</li>" for k, n in again)
+        parts.append(f'<details class="warning-kind" open><summary><span class="tag">quiet gate</span> {len(again)} cell(s) — '
+                     "measured again because other processes used the CPU; a cell still contended is excluded from wins and "
+                     f"regression verdicts</summary><ul>{items}</ul></details>")
     if not parts:
         return '<p class="muted">No warnings: every measured cell was uncontended, stable and fully delegated.</p>'
     return "\n".join(parts)
@@ -136,7 +148,7 @@ def _target_cells(r: Row | None, first: Row | None, i: int) -> list[str]:
     if r is None or r.status != "ok":
         status = "not in this target" if r is None else r.status
         return [f'<td colspan="{4 + (1 if i else 0)}" class="muted">{e(status)}</td>']
-    out = [td(ms(r.p50_ms), r.p50_ms, "num"), td(ms(r.p90_ms), r.p90_ms, "num"), td(na(r.top1, ".2%"), r.top1, "num"),
+    out = [td(ms(r.p50_ms), r.p50_ms, "num"), td(ms(r.p90_ms), r.p90_ms, "num"), td(e(top1_text(r)), r.top1, "num"),
            td(na(r.speedup_p50, ".2f", "x"), r.speedup_p50, "num")]
     if i:
         ratio = r.p50_ms / first.p50_ms if first and first.status == "ok" and first.p50_ms and r.p50_ms else None

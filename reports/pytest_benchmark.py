@@ -4,8 +4,9 @@ built on its files read edgebench results.
 One benchmark per measured cell: ``name`` is the cell key, ``group`` the model / batch / target (so
 ``compare --group-by group`` lines up recipes and backends), ``params`` the cell's coordinates. Stats are
 in seconds per batch, computed from every stored sample with pytest-benchmark's own definitions (its
-quartile method, Tukey fences, ``outliers`` as "stddev;iqr" counts). Only the standard library is used:
-pytest-benchmark itself is not needed to write the file.
+quartile method, Tukey fences, ``outliers`` as "stddev;iqr" counts: bench/stats.py computes them, the same
+functions that fill each cell's LatencyStats, so the export and the report agree). pytest-benchmark itself is
+not needed to write the file.
 """
 
 from __future__ import annotations
@@ -18,22 +19,12 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgebench.bench.stats import TUKEY, outlier_counts, quartiles
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
 FORMAT_VERSION = "5.3.1"  # the pytest-benchmark version whose file layout this writes
-
-
-def _quartiles(data: list[float]) -> tuple[float, float]:
-    """Q1 and Q3 as pytest-benchmark computes them (Wikipedia methods 3 and 2 by parity)."""
-    n = len(data)
-    if n == 1:
-        return data[0], data[0]
-    if n % 2:
-        k, r = n // 4, n % 4
-        if r == 1:
-            return 0.25 * data[k - 1] + 0.75 * data[k], 0.75 * data[3 * k] + 0.25 * data[3 * k + 1]
-        return 0.75 * data[k] + 0.25 * data[k + 1], 0.25 * data[3 * k + 1] + 0.75 * data[3 * k + 2]
-    return statistics.median(data[: n // 2]), statistics.median(data[n // 2:])
 
 
 def stats(seconds: list[float]) -> dict[str, Any]:
@@ -42,16 +33,16 @@ def stats(seconds: list[float]) -> dict[str, Any]:
     n = len(data)
     mean = statistics.fmean(data)
     sd = statistics.stdev(data) if n > 1 else 0.0
-    q1, q3 = _quartiles(data)
+    arr = np.asarray(data)
+    q1, q3 = quartiles(arr)
     iqr = q3 - q1
     total = sum(data)
-    iqr_out = sum(1 for v in data if v < q1 - 1.5 * iqr or v > q3 + 1.5 * iqr)
-    sd_out = sum(1 for v in data if v < mean - sd or v > mean + sd)
+    sd_out, iqr_out = outlier_counts(arr, mean, sd, q1, q3)
     return {
         "min": data[0], "max": data[-1], "mean": mean, "stddev": sd, "rounds": n, "median": statistics.median(data),
         "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": iqr_out, "stddev_outliers": sd_out, "outliers": f"{sd_out};{iqr_out}",
-        "ld15iqr": data[bisect_left(data, q1 - 1.5 * iqr)] if n > 1 else data[0],
-        "hd15iqr": data[bisect_right(data, q3 + 1.5 * iqr) - 1] if n > 1 else data[0],
+        "ld15iqr": data[bisect_left(data, q1 - TUKEY * iqr)] if n > 1 else data[0],
+        "hd15iqr": data[bisect_right(data, q3 + TUKEY * iqr) - 1] if n > 1 else data[0],
         "ops": n / total if total else 0.0, "total": total, "iterations": 1,
     }
 

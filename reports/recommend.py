@@ -4,8 +4,10 @@
 Every cell of the target is either a candidate or excluded with its reason (failed or skipped, accuracy
 drop over the limit, peak memory over the limit, objective not measured). Candidates are ranked by the
 objective; the best is compared with each other candidate by a bootstrap interval of the latency ratio
-(:mod:`edgebench.reports.stats`). A candidate whose interval includes 1 - for the objective's own
-statistic or for the median - ties with the best: the answer is then a tie, not a win.
+(:mod:`edgebench.reports.stats`: processes resampled, then samples) under the one tie rule of
+:mod:`edgebench.reports.ties` (every interval wholly above 1, both cells in >= 2 processes, else a tie); a
+candidate running the same computation as the best always ties. Cells flagged ``nan-outputs`` or
+``contended`` (still so after the quiet gate) are excluded with the reason, never ranked.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ import numpy as np
 
 from edgebench.bench.contracts.errors import EdgebenchError
 from edgebench.bench.contracts.flags import has
-from edgebench.reports.stats import Bootstrapper, RatioCI
+from edgebench.reports import ties
+from edgebench.reports.stats import MIN_PROCESSES, Bootstrapper, RatioCI
+from edgebench.reports.ties import disagreement, tie_reason
 from edgebench.reports.tables import Row, RunReport, accuracy_reference
 
 SMALL_MARGIN = 0.05  # below this, say that one repeat run on a shared machine can move it
-# Flags that make a close result on the recommended cell(s) worth re-measuring on an idle machine.
-MEASUREMENT_NOISE = ("contended", "high-variance", "measurement-capped")
+# Flags that make a close result on the recommended cell(s) worth re-measuring on an idle machine
+# (contended cells are not candidates at all: see EXCLUDING_FLAGS).
+MEASUREMENT_NOISE = ("high-variance", "measurement-capped", "processes-disagree")
+# Flags that keep a cell out of the ranking: (code, applies to the size objective too, why).
+EXCLUDING_FLAGS = (("nan-outputs", True, "its outputs are not valid (nan-outputs)"),
+                   ("contended", False, "measured while other processes used the CPU (contended, after the quiet gate)"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class Candidate:
     reference: str  # how the accuracy reference was chosen, in words
     vs_best: list[RatioCI] = field(default_factory=list)  # empty for the best, and without samples
     tied: bool = False  # statistically indistinguishable from the best (the best itself: True)
+    tie_reason: str = ""  # why a tied candidate ties (:func:`tie_reason`)
     same_compute: bool = False  # runs exactly the computation the best runs (zeros stored and run dense)
     rank: int = 0
     reference_row: Row | None = None  # the dense row ``drop_pts`` is measured against
@@ -124,6 +133,8 @@ class Why(Enum):
     NO_MEMORY = "no memory"                 # the memory limit cannot be checked
     MEMORY = "memory"                       # over the limit
     NO_OBJECTIVE = "no objective value"     # the objective itself was not measured (e.g. no energy sampler)
+    INVALID = "invalid"                     # a flag says its numbers are not valid (nan-outputs)
+    CONTENDED = "contended"                 # measured while other processes used the CPU
 
 
 @dataclass
@@ -190,12 +201,14 @@ class Recommendation:
         def cand(c: Candidate) -> dict[str, Any]:
             return {"rank": c.rank, "cell": c.row.cell_key, "label": label(c.row), "value": c.value, "top1": c.row.top1,
                     "drop_pts": c.drop_pts, "reference": c.reference, "peak_rss_mib": c.row.peak_rss_mib, "tied": c.tied,
-                    "vs_best": [{"statistic": r.statistic, "ratio": r.ratio, "low": r.low, "high": r.high, "level": r.level} for r in c.vs_best]}
+                    "tie_reason": c.tie_reason,
+                    "vs_best": [{"statistic": r.statistic, "ratio": r.ratio, "low": r.low, "high": r.high, "level": r.level,
+                                 "processes": list(r.processes), "separated": r.separated, "decisive": r.decisive} for r in c.vs_best]}
         margin = self.margin()
         return {
             "run": self.run_id, "target": self.target, "model": self.model,
             "objective": self.objective.name, "constraints": self.constraints.to_dict(),
-            "verdict": self.verdict, "headline": self.headline(),
+            "tie_rule": tie_rule(self.objective), "verdict": self.verdict, "headline": self.headline(),
             "best": self.best.row.cell_key if self.best else None,
             "runner_up": self.runner_up.row.cell_key if self.runner_up else None,
             "margin_over": self.margin_over().row.cell_key if self.margin_over() else None,
@@ -263,6 +276,11 @@ def same_computation(a: Row, b: Row) -> bool:
             and _runs_dense(a) and _runs_dense(b))
 
 
+def tie_rule(objective: Objective | None = None) -> str:
+    """The tie rule in words for ``objective``'s statistics (:func:`edgebench.reports.ties.rule`)."""
+    return ties.rule(objective.statistics if objective is not None and objective.statistics else ("p90", "median"))
+
+
 def _samples_ms(report: RunReport, row: Row, per_item: bool) -> np.ndarray | None:
     s = report.samples.get(row.cell_key)
     if not s:
@@ -293,6 +311,14 @@ def recommend(report: RunReport, target: str, constraints: Constraints | None = 
     return [_recommend_model(report, target, m, [r for r in rows if r.model == m], constraints, boot) for m in models]
 
 
+def _excluding_flag(row: Row, obj: Objective) -> Exclusion | None:
+    """A cell whose flags keep it out of the ranking (EXCLUDING_FLAGS), with the reason; else None."""
+    for code, always, why in EXCLUDING_FLAGS:
+        if (always or obj.name != "size") and (has(row.flags, code) or (code == "contended" and row.contended)):
+            return Exclusion(row, f"{why}: never ranked", Why.INVALID if code == "nan-outputs" else Why.CONTENDED)
+    return None
+
+
 def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row], c: Constraints, boot: Bootstrapper) -> Recommendation:
     obj = OBJECTIVES[c.objective]
     candidates: list[Candidate] = []
@@ -305,6 +331,10 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
     for row in rows:
         if row.status != "ok":
             excluded.append(Exclusion(row, f"{row.status}: {row.error or 'no reason recorded'}", Why.NOT_MEASURED))
+            continue
+        flagged = _excluding_flag(row, obj)
+        if flagged is not None:
+            excluded.append(flagged)
             continue
         if c.batch is not None and row.batch != c.batch:
             excluded.append(Exclusion(row, f"batch {row.batch}; only batch {c.batch} was asked for", Why.OTHER_BATCH))
@@ -349,6 +379,10 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
     if obj.name == "energy" and not candidates and any(e.why is Why.NO_OBJECTIVE for e in excluded):
         notes.append(f"no cell on {target} has an energy measurement: this target has no energy sampler, so the energy objective cannot be ranked")
 
+    busy = sum(e.why is Why.CONTENDED for e in excluded)
+    if not candidates and busy:
+        notes.append(f"{busy} cell(s) were measured while other processes used the CPU (contended) and are never ranked: "
+                     "re-run them on an idle machine")
     if not candidates:
         return Recommendation(report.run.id, target, model, obj, c, [], excluded, "none", notes)
     best = candidates[0]
@@ -361,11 +395,15 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
             a, b = _samples_ms(report, best.row, obj.per_item), _samples_ms(report, cand.row, obj.per_item)
             if a is not None and b is not None and len(a) > 1 and len(b) > 1:
                 scale = (best.row.batch if obj.per_item else 1, cand.row.batch if obj.per_item else 1)
-                cand.vs_best = [boot.compare(best.row.cell_key, a, cand.row.cell_key, b, s, scale) for s in obj.statistics]
-                cand.tied = cand.same_compute or not all(ci.separated for ci in cand.vs_best)
+                procs = (report.process_samples.get(best.row.cell_key), report.process_samples.get(cand.row.cell_key))
+                cand.vs_best = [boot.compare(best.row.cell_key, a, cand.row.cell_key, b, s, scale, procs) for s in obj.statistics]
+                reason = tie_reason(cand.vs_best)
+                cand.tied = cand.same_compute or reason is not None
+                cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else (reason or "")
                 continue
             untested.append(cand.row.cell_key)
         cand.tied = cand.same_compute or cand.value == best.value
+        cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else ("equal value" if cand.tied else "")
     if untested:
         notes.append(f"no stored samples for {len(untested)} cell(s): compared by point estimate only, without a confidence interval")
 
@@ -383,17 +421,26 @@ def _explain(rec: Recommendation) -> None:
         if same:
             notes.append(f"{len(same)} tied candidate(s) run the same computation as the best ({', '.join(label(k.row) for k in same)}): "
                          "their zeros are stored and run dense, with the same parameters and MACs, so any latency difference between them is measurement noise")
-        if len(same) < len(rec.tied) - 1:
-            what = (f"the bootstrap interval of the {' or '.join(rec.objective.statistics)} ratio includes 1" if rec.objective.statistics
+        thin = [k for k in rec.tied if not k.same_compute and k.tie_reason.startswith("not enough processes")]
+        if thin:
+            notes.append(f"{len(thin)} candidate(s) tie only because a cell was measured in fewer than {MIN_PROCESSES} worker processes: not enough "
+                         f"processes to call a win closer than {ties.ONE_PROCESS_MARGIN:g}x (one process's samples cannot show the variance "
+                         f"between processes); re-run with measure.processes >= {MIN_PROCESSES}")
+        rest = len(rec.tied) - 1 - len(same) - len(thin)
+        if rest > 0:
+            what = (f"the interval of the {' or '.join(rec.objective.statistics)} ratio is not wholly above 1" if rec.objective.statistics
                     else f"their {rec.objective.label} is equal")
-            notes.append(f"the best and {len(rec.tied) - 1 - len(same)} other(s) are statistically indistinguishable ({what}): a tie, not a win")
+            notes.append(f"the best and {rest} other(s) are statistically indistinguishable ({what}): a tie, not a win")
+        if rec.objective.statistics:
+            notes.append(f"tie rule: {tie_rule(rec.objective)}")
         by_acc = max(rec.tied, key=lambda k: (k.row.top1 or 0, k.row.is_reference, -(k.row.peak_rss_mib or 0)))
         by_mem = min(rec.tied, key=lambda k: (k.row.peak_rss_mib if k.row.peak_rss_mib is not None else float("inf")))
         notes.append(f"to break the tie: highest top-1 is {label(by_acc.row)} ({_pct(by_acc.row.top1)}); "
                      f"lowest peak memory is {label(by_mem.row)} ({_mib(by_mem.row.peak_rss_mib) if by_mem.row.peak_rss_mib is not None else '-'})")
     m = rec.margin()
     if m is not None and rec.verdict == "win" and m[0] - 1 < SMALL_MARGIN and rec.objective.statistics:
-        notes.append(f"the margin is under {SMALL_MARGIN:.0%}: statistically clear within this run, but a repeat run on a shared machine can move it")
+        notes.append(f"the margin is under {SMALL_MARGIN:.0%}: clear across this run's worker processes, but a repeat run on a shared machine can move it")
+    _disagreements(rec)
     group = rec.tied if rec.verdict == "tie" else [best]
     # named by each warning's own words before its details (what the cell table's tooltip shows)
     flagged = sorted({f.text.split(":")[0] for k in group for f in k.row.flags if f.code in MEASUREMENT_NOISE})
@@ -401,6 +448,19 @@ def _explain(rec: Recommendation) -> None:
         notes.append(f"measurement warnings on the recommended cell(s): {', '.join(flagged)}; re-run on an idle machine before trusting a close result")
     if best is not None and best.drop_pts is not None and best.reference_elsewhere:
         notes.append(f"accuracy drop of the best measured against {best.reference}")
+
+
+def _disagreements(rec: Recommendation) -> None:
+    """A note for the candidates that matter (the tie, the one the margin is over) whose statistics point
+    different ways, e.g. a lower p90 but a higher median."""
+    other = rec.margin_over()
+    shown = [k for k in rec.candidates[1:] if k.tied or k is other]
+    found = [(k, d) for k in shown if (d := disagreement(k.vs_best))]
+    for k, d in found[:3]:
+        rec.notes.append(f"{' and '.join(ci.statistic for ci in k.vs_best)} point different ways for {label(k.row)} against the best "
+                         f"(ratios {d}): the answer depends on the statistic")
+    if len(found) > 3:
+        rec.notes.append(f"{len(found) - 3} more candidate(s) whose statistics point different ways (see each one's intervals)")
 
 
 def comparison_text(k: Candidate) -> str:
@@ -411,7 +471,7 @@ def comparison_text(k: Candidate) -> str:
     if k.same_compute:
         return "tie: same computation as the best (zeros run dense)" + (f"; {cis}" if cis else "")
     if k.vs_best:
-        return ("tie: " if k.tied else "worse: ") + cis
+        return (f"tie ({k.tie_reason}): " if k.tied else "worse: ") + cis
     return "tie: equal value" if k.tied else "worse (point estimate, no interval)"
 
 

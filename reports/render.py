@@ -7,14 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgebench.bench.contracts.files import atomic_open, atomic_write_text, writing
 from edgebench.bench.store import Store
 from edgebench.reports import history as histmod
 from edgebench.reports import html
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.htmlkit import size_text
-from edgebench.reports.recommend import Constraints, describe_margin, recommend
+from edgebench.reports.recommend import OBJECTIVES, Constraints, describe_margin, recommend, tie_rule
 from edgebench.reports.stats import Bootstrapper
-from edgebench.reports.tables import Row, RunReport, by_target, device_line, load
+from edgebench.reports.tables import (Row, RunReport, agreement_text, by_target, device_line, fidelity_reference_text, load, remeasure_notes,
+                                      top1_text)
 
 
 def fmt(value: Any, spec: str = ".3f", none: str = "-") -> str:
@@ -25,17 +27,17 @@ def table_cells(row: Row) -> list[str]:
     """The columns shared by the Markdown report and the terminal table."""
     recipe = f"{row.recipe} (ref)" if row.is_reference else row.recipe
     if row.status != "ok":
-        return [row.model, recipe, row.backend, row.precision, str(row.batch), row.status.upper()] + ["-"] * 11
+        return [row.model, recipe, row.backend, row.precision, str(row.batch), row.status.upper()] + ["-"] * (len(HEADERS) - 6)
     return [
         row.model, recipe, row.backend, row.precision, str(row.batch),
-        fmt(row.p50_ms), fmt(row.p90_ms), fmt(row.p99_ms), fmt(row.cov, ".1%"), fmt(row.throughput_ips, ".0f"),
+        fmt(row.p50_ms), fmt(row.p90_ms), fmt(row.p99_ms), fmt(row.cov, ".1%"), fmt(row.iqr_ratio, ".1%"), fmt(row.throughput_ips, ".0f"),
         f"{fmt(row.peak_rss_mib, '.0f')} (+{fmt(row.peak_rss_delta_mib, '.1f')})", size_text(row.size_bytes),
-        fmt(row.weight_sparsity, ".0%"), fmt(row.top1, ".2%"), fmt(row.agreement, ".2%"),
+        fmt(row.weight_sparsity, ".0%"), top1_text(row), agreement_text(row),
         fmt(row.top1_delta_pts, "+.2f"), fmt(row.speedup_p50, ".2f") + ("x" if row.speedup_p50 else ""),
     ]
 
 
-HEADERS = ["model", "recipe", "backend", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "CoV", "items/s",
+HEADERS = ["model", "recipe", "backend", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "CoV", "IQR/med", "items/s",
            "peak RSS MiB (+load)", "size", "w. sparsity", "top-1", "agree w/ dense", "Δtop-1 pts", "speedup p50"]
 
 
@@ -61,7 +63,7 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
     if recs:
         out += ["", "## Recommendation", "",
                 "p90 latency, top-1 drop of at most 1 pt vs dense on the same backend (`edgebench recommend` for other constraints; "
-                "report.html for the ranked candidates and exclusions). A tie means the bootstrap interval of the latency ratio includes 1.", ""]
+                "report.html for the ranked candidates and exclusions). Tie rule: " + tie_rule(OBJECTIVES["p90"]) + ".", ""]
         for target, items in recs.items():
             for rec in items:
                 margin = describe_margin(rec)
@@ -72,20 +74,27 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         out.append("|" + "---|" * len(HEADERS))
         for row in rows:
             out.append("| " + " | ".join(table_cells(row)) + " |")
-        shapes = [r for r in rows if r.given_file and r.input_shape]
+        # every measured cell: an artifact's dynamic dimensions (ONNX batch, a given file's H/W) take
+        # the cell's batch and the dataset's size, and this is the one place that says which
+        shapes = [r for r in rows if r.status == "ok" and r.input_shape]
         if shapes:
-            out += ["", "Input shapes timed (models given as files; a dynamic dimension takes the dataset's size):", ""]
-            out += [f"- `{r.cell_key}`: {'x'.join(map(str, r.input_shape))} {r.input_layout or ''} ({r.given_file})".rstrip() for r in shapes]
+            out += ["", "Input shapes timed (batch first; a dynamic dimension takes the cell's batch and the dataset's size, `input_size`):", ""]
+            out += [f"- `{r.cell_key}`: {'x'.join(map(str, r.input_shape))} {r.input_layout or ''}".rstrip()
+                    + (f" ({r.given_file})" if r.given_file else "") for r in shapes]
         notes = [(r.cell_key, w) for r in rows for w in r.warnings]
         if notes:
             out += ["", "Warnings:", ""] + [f"- `{k}`: {w}" for k, w in notes]
-        fidelity = [r for r in rows if r.status == "ok" and r.max_abs_diff is not None]
+        again = remeasure_notes(rows)
+        if again:
+            out += ["", "Quiet gate: cells measured again because other processes used the CPU, and cells still contended "
+                        "(excluded from wins and regression verdicts):", ""] + [f"- `{k}`: {n}" for k, n in again]
+        fidelity = [r for r in rows if r.status == "ok" and (r.fidelity_reference is not None or r.accuracy_error)]
         if fidelity:
-            out += ["", "Fidelity to the dense PyTorch model (evaluation split) and load times:", "",
-                    "| cell | top-5 | max abs logit diff | mean abs logit diff | export check max abs diff | load ms | first inference ms | other CPU load |",
-                    "|---|---|---|---|---|---|---|---|"]
+            out += ["", "Fidelity to each cell's reference (evaluation split) and load times:", "",
+                    "| cell | reference | top-5 | max abs logit diff | mean abs logit diff | export check max abs diff | load ms | first inference ms | other CPU load |",
+                    "|---|---|---|---|---|---|---|---|---|"]
             for r in fidelity:
-                out.append(f"| `{r.cell_key}` | {fmt(r.top5, '.2%')} | {fmt(r.max_abs_diff, '.2e')} | {fmt(r.mean_abs_diff, '.2e')} | "
+                out.append(f"| `{r.cell_key}` | {fidelity_reference_text(r)} | {fmt(r.top5, '.2%')} | {fmt(r.max_abs_diff, '.2e')} | {fmt(r.mean_abs_diff, '.2e')} | "
                            f"{fmt(r.export_max_abs_diff, '.2e')} | {fmt(r.load_ms, '.1f')} | {fmt(r.first_inference_ms, '.2f')} | {fmt(r.other_cpu_share, '.1%')} |")
         measured = [r for r in rows if r.status == "ok"]
         if measured:
@@ -102,21 +111,23 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
     ``report.md``, ``report.json``, ``cells.csv``, ``samples.csv`` and the self-contained ``report.html``."""
     report = load(store, run_id, with_samples=True)
     out = Path(reports_root) / report.run.id
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     boot = Bootstrapper()  # each cell's bootstrap replicates, computed once for all three files
     recs = recommendations(report, boot)
-    (out / "report.md").write_text(markdown(report, recs))
+    # each file replaces the old one whole (temp file + rename): a full disk never leaves half a samples.csv
+    atomic_write_text(out / "report.md", markdown(report, recs))
     data = report.to_dict()
     data["recommendations"] = {t: [r.to_dict() for r in items] for t, items in recs.items()}
-    (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
-    with open(out / "cells.csv", "w", newline="") as f:
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=str))
+    with atomic_open(out / "cells.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=Row.columns())
         writer.writeheader()
         for row in report.rows:
             d = row.to_dict()
             d["warnings"] = "; ".join(row.warnings)
             writer.writerow(d)
-    with open(out / "samples.csv", "w", newline="") as f:
+    with atomic_open(out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell_key", "idx", "latency_ns"])
         for row in report.rows:

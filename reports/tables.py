@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from edgebench.bench.contracts.evidence import Delegation, Evidence
-from edgebench.bench.contracts.flags import Flag
+from edgebench.bench.contracts.flags import Flag, has
 from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
 REFERENCE_RECIPE = "dense"
+LEGACY_REFERENCE = "the dense PyTorch model"  # what results stored before fidelity named its reference compared against
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Row(CellFields):
     max_ms: float | None = None
     std_ms: float | None = None
     cov: float | None = None
+    iqr_ratio: float | None = None  # IQR / median: the robust dispersion the high-variance warning reads
+    mad_ms: float | None = None
+    outliers: str | None = None  # pytest-benchmark's "A;B": samples beyond 1 std from the mean; beyond 1.5 IQR
     throughput_ips: float | None = None
     load_ms: float | None = None
     first_inference_ms: float | None = None
@@ -53,6 +57,13 @@ class Row(CellFields):
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     export_max_abs_diff: float | None = None
+    # Why a measured cell's accuracy is not valid (its outputs were NaN/Inf: flag nan-outputs); top1,
+    # top5 and the fidelity numbers are then None and the reports show it as a failure, never as "-".
+    accuracy_error: str | None = None
+    # What agreement and the logit diffs compare against (Fidelity.reference); independent_reference is
+    # False where that is the cell's own file on the same runtime: no fidelity number is shown then.
+    fidelity_reference: str | None = None
+    independent_reference: bool | None = None
     other_cpu_share: float | None = None
     speedup_p50: float | None = None
     top1_delta_pts: float | None = None
@@ -61,6 +72,9 @@ class Row(CellFields):
     energy_mj_per_item: float | None = None
     # The device while the cell ran (targets/samplers.py); None where the target exposes nothing.
     contended: bool | None = None
+    attempts: int | None = None  # measurements made: more than 1 when a contended cell was measured again
+    attempt_other_shares: list[float | None] = field(default_factory=list)  # each attempt's other-CPU share
+    quiet_wait_s: float | None = None  # the quiet gate's wait before measuring
     temp_start_c: float | None = None
     temp_max_c: float | None = None
     throttled: bool | None = None
@@ -115,6 +129,7 @@ def _row(cell: CellRecord) -> Row:
         lat = r.latency
         row.n, row.p50_ms, row.p90_ms, row.p95_ms, row.p99_ms = lat.n, lat.p50_ms, lat.p90_ms, lat.p95_ms, lat.p99_ms
         row.mean_ms, row.min_ms, row.max_ms, row.std_ms, row.cov, row.throughput_ips = lat.mean_ms, lat.min_ms, lat.max_ms, lat.std_ms, lat.cov, lat.throughput_ips
+        row.iqr_ratio, row.mad_ms, row.outliers = lat.iqr_ratio, lat.mad_ms, lat.outliers
     row.load_ms = r.load_s * 1e3 if r.load_s is not None else None
     row.first_inference_ms = r.first_inference_s * 1e3 if r.first_inference_s is not None else None
     if r.memory:
@@ -122,9 +137,16 @@ def _row(cell: CellRecord) -> Row:
     if r.accuracy:
         row.top1, row.top5 = r.accuracy.top1, r.accuracy.top5
     if r.fidelity:
-        row.agreement, row.max_abs_diff, row.mean_abs_diff = r.fidelity.top1_agreement, r.fidelity.max_abs_diff, r.fidelity.mean_abs_diff
+        row.fidelity_reference = r.fidelity.reference or LEGACY_REFERENCE
+        row.independent_reference = r.fidelity.independent
+        if r.fidelity.independent:  # a file compared with itself on its own runtime says nothing about fidelity
+            row.agreement, row.max_abs_diff, row.mean_abs_diff = r.fidelity.top1_agreement, r.fidelity.max_abs_diff, r.fidelity.mean_abs_diff
+    if has(r.flags, "nan-outputs"):
+        row.accuracy_error = "NaN/Inf outputs"
     if r.contention:
         row.other_cpu_share, row.contended = r.contention.other_cpu_share, r.contention.contended
+        row.attempts, row.attempt_other_shares = r.contention.attempts, list(r.contention.attempt_other_shares)
+        row.quiet_wait_s = r.contention.quiet_wait_s
     _device_fields(row, r.device, r.energy_mj_per_inference)
     if r.evidence is not None:
         row.input_shape, row.input_layout = r.evidence.input_shape, r.evidence.input_layout
@@ -164,6 +186,48 @@ def device_line(row: Row) -> str:
     if row.energy_mj_per_item is not None:
         parts.append(f"{row.energy_mj_per_item:.3f} mJ/item")
     return ", ".join(parts)
+
+
+def top1_text(row: Row, spec: str = ".2%") -> str:
+    """A measured row's top-1 as the tables show it: failed (why) when its accuracy is not valid."""
+    if row.accuracy_error:
+        return f"FAILED ({row.accuracy_error})"
+    return "-" if row.top1 is None else format(row.top1, spec)
+
+
+def agreement_text(row: Row) -> str:
+    """A measured row's agreement with its reference, or why there is none to show."""
+    if row.accuracy_error:
+        return f"FAILED ({row.accuracy_error})"
+    if row.independent_reference is False:
+        return "no independent reference"
+    return "-" if row.agreement is None else format(row.agreement, ".2%")
+
+
+def fidelity_reference_text(row: Row) -> str:
+    """What a row's fidelity numbers compare against, said so when they compare nothing."""
+    if row.accuracy_error:
+        return f"none valid: {row.accuracy_error}"
+    if row.independent_reference is False:
+        return f"no independent reference: the cell runs the same file on the same runtime as its reference ({row.fidelity_reference})"
+    return row.fidelity_reference or "-"
+
+
+def remeasure_notes(rows: list[Row]) -> list[tuple[str, str]]:
+    """(cell key, note) for every measured cell the quiet gate touched: measured again because it came
+    out contended (``measure.remeasure_contended``), or still contended, hence excluded from wins and
+    regression verdicts."""
+    out = []
+    for r in rows:
+        tries = r.attempts or 1
+        if r.status != "ok" or (tries == 1 and not r.contended):
+            continue
+        shares = ", ".join("?" if v is None else f"{v:.0%}" for v in r.attempt_other_shares)
+        seen = f"{tries} attempts (other processes {shares} of the CPU)" if tries > 1 else "measured once"
+        verdict = ("still contended: excluded from wins and regression verdicts" if r.contended
+                   else "kept the uncontended attempt")
+        out.append((r.cell_key, f"{seen}; {verdict}"))
+    return out
 
 
 def evidence_flags(row: Row, evidence: Evidence | None) -> list[Flag]:
@@ -258,6 +322,9 @@ class RunReport:
     # recipe name -> its full definition (Recipe.model_dump()) as the store recorded it; empty for stores
     # written before recipes were stored with their cells (readers then resolve the run's suite)
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # cell key -> samples per worker process, in order (CellResult.process_samples), when loaded with the
+    # samples; a cell measured in one process (or stored before this was kept) has none
+    process_samples: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         run = asdict(self.run)
@@ -278,4 +345,5 @@ def load(store: Store, run_id: str, with_samples: bool = False) -> RunReport:
     samples = {c.cell_key: list(c.result.samples_ns) for c in cells if c.result and c.result.samples_ns} if with_samples else {}
     tracebacks = {c.cell_key: c.result.traceback for c in cells if c.status != "ok" and c.result and c.result.traceback}
     recipes = {c.recipe: c.recipe_def for c in cells if c.recipe_def}
-    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes)
+    processes = {k: list(c.result.process_samples) for c in cells if (k := c.cell_key) in samples and c.result.process_samples}
+    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes, processes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -191,3 +192,55 @@ def device_state(root: Path | None = None) -> dict[str, Any]:
         "pi_arm_mhz": pi.get("arm_mhz", NA) if isinstance(pi, dict) else pi,
         "load_average": sensors.load_average(),
     }
+
+
+# -- the host's view of a board's fingerprint ------------------------------------------------------
+
+_EXTRA = re.compile(r"edgebench\[([\w-]+)\]")
+
+
+def backend_extra(name: str) -> str | None:
+    """The edgebench extra that installs backend ``name`` (from its install hint), if any."""
+    backend = BACKENDS.get(name) if name in BACKENDS else None
+    m = _EXTRA.search(getattr(backend, "install_hint", "") or "")
+    return m.group(1) if m else None
+
+
+def for_board(fp: dict[str, Any], target: str, extras: list[str], backends: list[str] | None = None) -> dict[str, Any]:
+    """A board's fingerprint as its profile sees it: install hints only for runtimes the profile asks for.
+
+    A board has what `target setup` installed, its profile's ``extras``. A runtime outside them (torch on
+    a Pi, NVML without a GPU) is absent on purpose: "not in this target's extras", with no pip command
+    that would be wrong advice on the board. A wanted runtime that is missing points at `target setup`.
+    An installed wheel has no git commit: the commit field says so and names the source digest.
+    """
+    out = dict(fp)
+    setup = f"`edgebench target setup {target}` installs the profile's extras"
+    quiet = f"not in this target's extras ({', '.join(extras) or 'none'})"
+    runtimes = {}
+    for name, info in (fp.get("backends") or {}).items():
+        if isinstance(info, dict) and not info.get("available"):
+            wanted = backend_extra(name) in extras or (backends is not None and name in backends)
+            info = {**info, "reason": f"{_without_hint(info.get('reason') or 'not installed')}; {setup}" if wanted else f"not installed: {quiet}"}
+        runtimes[name] = info
+    if "backends" in fp:
+        out["backends"] = runtimes
+    if "nvml" not in extras:
+        out = _replace_text(out, sensors.PYNVML_MISSING, f"pynvml {quiet}")
+    if out.get("edgebench_commit") == NA and out.get("edgebench_source"):
+        out["edgebench_commit"] = f"installed wheel, source {out['edgebench_source']}"
+    return out
+
+
+def _without_hint(reason: str) -> str:
+    return re.sub(r"\s*\(pip install [^)]*\)", "", reason)
+
+
+def _replace_text(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: _replace_text(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_text(v, old, new) for v in value]
+    return value

@@ -3,7 +3,9 @@
 Built-in profiles live in ``targets/profiles/*.yaml``. Users add their own in a YAML file (one profile,
 or ``targets: [...]``) named by ``--targets FILE``, ``$EDGEBENCH_TARGETS`` or
 ``~/.config/edgebench/targets.yaml``, or inline in a suite under ``target_profiles``. A profile may
-``extends`` another and override only what differs (usually ``ssh.host``).
+``extends`` another and override only what differs (usually ``ssh.host``); ``description`` is not
+inherited (it describes one board). ``--targets FILE`` (or ``$EDGEBENCH_TARGETS``) *replaces* the user's
+file: ``~/.config/edgebench/targets.yaml`` is then not read.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ class Profiles:
 
     def names(self) -> list[str]:
         return sorted(self._raw)
+
+    def parent(self, name: str) -> str | None:
+        """The profile ``name`` extends, as written (``description`` is never inherited: it is per board)."""
+        return self._raw[name][0].get("extends") if name in self._raw else None
 
     def get(self, name: str) -> TargetProfile:
         if name not in self._raw:

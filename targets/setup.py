@@ -5,10 +5,13 @@ over SSH, creates ``VENV`` with the board's Python and installs edgebench there 
 EXTRAS. By default only what the worker imports is installed (numpy, psutil and the runtimes; the wheel
 itself with --no-deps): no torch, no onnx, and none of the host's CLI, store or report dependencies.
 ``full=True`` installs ``edgebench[EXTRAS]`` with every dependency, for a board that runs the CLI itself.
+Older edgebench wheels an earlier setup left on the board are removed once the new one is installed.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -138,10 +141,40 @@ async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | N
             await _step(t, f"{profile.name}: installing {spec}", [*pip, *pip_source, *reqs], pip_timeout_s, log, hint=offline_hint)
         # The same version number may hide different source: always put the host's build in place.
         await _step(t, f"{profile.name}: installing the host's edgebench build", [*pip, "--no-deps", "--force-reinstall", remote_wheel], 600, log)
+        removed = await remove_old_wheels(t, keep=wheel_dir)
+        if removed:
+            log(f"{profile.name}: removed {removed} older edgebench wheel{'s' * (removed != 1)} an earlier setup left in {t.root}/files")
         fp = await t.probe()
         return SetupReport(profile.name, profile.python, venv, spec, fp, version_mismatch(profile, fp), t.copied.files)
     finally:
         await t.close()
+
+
+async def remove_old_wheels(t: SSHTransport, keep: str) -> int:
+    """Remove the board's ``WORKDIR/files/<hash>/`` folders that hold nothing but an edgebench wheel (each
+    earlier `target setup` left one), except ``keep``; returns how many. A folder is recognised by its
+    ``.complete`` manifest (written by the copy), so artifacts and wheelhouses are never touched."""
+    files = f"{t.root}/files"
+    if not await t.sftp.exists(files):
+        return 0
+    stale = []
+    for name in await t.sftp.listdir(files):
+        folder = f"{files}/{name}"
+        if folder == keep or name.startswith(".") or ".part-" in name:
+            continue
+        try:
+            async with t.sftp.open(f"{folder}/.complete", "r") as fh:
+                manifest = json.loads(await fh.read())
+        except Exception:  # no manifest (not ours) or unreadable: leave it
+            continue
+        if isinstance(manifest, dict) and len(manifest) == 1 and WHEEL_NAME.fullmatch(next(iter(manifest))):
+            stale.append(folder)
+    if stale:
+        await _step(t, f"{t.profile.name}: removing {len(stale)} older edgebench wheel(s)", ["rm", "-rf", "--", *stale], 120, lambda _: None)
+    return len(stale)
+
+
+WHEEL_NAME = re.compile(r"edgebench-[^/]*\.whl")
 
 
 async def _step(t: SSHTransport, what: str, argv: list[str], timeout_s: float, log: Callable[[str], None], hint: str = "") -> None:

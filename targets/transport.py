@@ -20,15 +20,18 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgebench.bench.contracts.errors import EdgebenchError, one_line, tail_text
+from edgebench.bench.contracts.files import writing
 from edgebench.bench.contracts.registry import Registry
 from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.contracts.spec import CellSpec
+from edgebench.targets import hostkeys
 
 if TYPE_CHECKING:  # profiles.py imports this module to check a profile's transport name
     from edgebench.targets.profiles import TargetProfile
@@ -136,6 +139,9 @@ class Transport:
         """The target's folder for device-built artifacts, the same for every run (a cell spec's ``build_cache``)."""
         raise NotImplementedError
 
+    async def discard_run_files(self) -> None:
+        """Remove the run's cell files on the device once every cell's result is on the host (locally: kept)."""
+
 
 @TRANSPORTS.register
 class LocalTransport(Transport):
@@ -161,6 +167,9 @@ class LocalTransport(Transport):
         except asyncio.TimeoutError:
             proc.kill()
             raise TargetUnreachable(f"target {self.profile.name}: the probe did not finish in 120 s") from None
+        except asyncio.CancelledError:  # Ctrl-C: no probe left behind
+            proc.kill()
+            raise
         if proc.returncode != 0:
             raise TargetUnreachable(f"target {self.profile.name}: probe failed: {tail_text(err.decode(errors='replace'))}")
         return json.loads(out)
@@ -169,11 +178,54 @@ class LocalTransport(Transport):
         return str(bundle.files[0].parent)
 
     async def run_cell(self, spec_json: str, name: str, timeout_s: float) -> WorkerOutcome:
-        outcome = await asyncio.to_thread(run_worker, CellSpec.from_json(spec_json), self.workdir, timeout_s, None, self.pythonpath, name)
+        # The child runs in its own session (Ctrl-C in the terminal does not reach it) and a thread waits
+        # for it; when the run is cancelled (Ctrl-C, another board's error) its process group is killed
+        # here, so the run stops now instead of when the cell would have finished.
+        child = _ChildGuard()
+        waiting = asyncio.ensure_future(asyncio.to_thread(run_worker, CellSpec.from_json(spec_json), self.workdir, timeout_s, child.started, self.pythonpath, name))
+        try:
+            outcome = await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            child.kill()
+            waiting.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody awaits it now: no "never retrieved"
+            raise
         return WorkerOutcome(outcome.result)
 
     def build_cache_dir(self) -> str:
         return str(self.build_cache)
+
+
+class _ChildGuard:
+    """The worker child of one cell, killable from the event loop while a thread waits for it.
+
+    ``kill`` may come before the thread has started the child: the child is then killed as it starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._killed = False
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._proc = proc
+            if not self._killed:
+                return
+        _signal_group(proc)
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            proc = self._proc
+        if proc is not None:
+            _signal_group(proc)  # the waiting thread reaps it
+
+
+def _signal_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal the child's whole process group (it leads its own session), not only the child."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @dataclass
@@ -191,10 +243,11 @@ def run_worker(spec: CellSpec, workdir: Path, timeout_s: float, on_start: Callab
     ``pythonpath`` adds folders the worker must import from (a user's model factory beside the suite).
     The spec, result and stderr files are ``WORKDIR/NAME.*`` (NAME defaults to the cell key).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
     stem = name or spec.cell_key.replace("/", "__")
     spec_path, out_path, err_path = workdir / f"{stem}.spec.json", workdir / f"{stem}.result.json", workdir / f"{stem}.stderr.txt"
-    spec_path.write_text(spec.to_json())
+    with writing(spec_path):  # a full disk: one line naming the file (the runner marks the run interrupted)
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(spec.to_json())
     out_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "edgebench.bench.worker", "run", str(spec_path), "--out", str(out_path)]
     env = dict(os.environ)
@@ -228,10 +281,7 @@ def describe_exit(code: int) -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_group(proc)
     proc.wait()
 
 
@@ -255,9 +305,10 @@ class SSHTransport(Transport):
 
     name = "ssh"
 
-    def __init__(self, profile: TargetProfile, run_id: str) -> None:
+    def __init__(self, profile: TargetProfile, run_id: str, cells_dir: Path | None = None) -> None:
         super().__init__(profile)
         self.run_id = run_id
+        self.cells_dir = cells_dir  # the host's copy of each cell's spec, result and stderr (None: keep none)
         self.conn: Any = None
         self.sftp: Any = None
         self.root = ""
@@ -266,7 +317,7 @@ class SSHTransport(Transport):
 
     @classmethod
     def create(cls, profile: TargetProfile, *, run_id: str, cells_dir: Path, pythonpath: list[str], build_cache: Path | None) -> Transport:
-        return cls(profile, run_id)
+        return cls(profile, run_id, cells_dir)
 
     def build_cache_dir(self) -> str:
         if not self.root:  # WORKDIR's "~" is known only once connected
@@ -290,7 +341,8 @@ class SSHTransport(Transport):
         if s.known_hosts is not None:
             known = Path(s.known_hosts).expanduser()
             if not known.exists():
-                raise TargetUnreachable(f"target {self.profile.name}: known_hosts {known} not found; add the board's host key (ssh-keyscan) or fix ssh.known_hosts")
+                raise TargetUnreachable(f"target {self.profile.name}: known_hosts {known} not found; add the board's host key with "
+                                        f"`{hostkeys.keyscan_command(s.host, s.port or 22, known)}` or fix ssh.known_hosts")
             opts["known_hosts"] = str(known)
         if s.jump_host is not None:
             opts["tunnel"] = s.jump_host
@@ -304,13 +356,20 @@ class SSHTransport(Transport):
             self.sftp = await self.conn.start_sftp_client()
             home = await self.sftp.realpath(".")
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise TargetUnreachable(f"target {self.profile.name}: host key not verified ({one_line(exc)}); add it to known_hosts (ssh-keyscan) or set ssh.known_hosts") from None
+            raise TargetUnreachable(await self._host_key_problem(one_line(exc))) from None
         except asyncssh.PermissionDenied as exc:
             raise TargetUnreachable(f"target {self.profile.name}: key authentication refused ({one_line(exc)}); check ssh.user and ssh.identity_file") from None
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
             raise TargetUnreachable(f"target {self.profile.name}: cannot connect to {self.profile.ssh.host}: {type(exc).__name__}: {one_line(exc) or 'timed out'}") from None
         self.root = self._remote_path(self.profile.workdir, home)
         self.python = f"{self._remote_path(self.profile.venv_dir(), home)}/bin/python"
+
+    async def _host_key_problem(self, detail: str) -> str:
+        """Unknown host or CHANGED key (asyncssh says the same for both): the one line that tells them apart."""
+        s = self.profile.ssh
+        known = Path(s.known_hosts or hostkeys.DEFAULT_KNOWN_HOSTS).expanduser()
+        facts = await hostkeys.gather_facts(s.host, s.port or 22, known, tunnel=s.jump_host or (), timeout_s=s.connect_timeout_s)
+        return hostkeys.describe(self.profile.name, facts, detail)
 
     @staticmethod
     def _remote_path(path: str, home: str) -> str:
@@ -390,12 +449,15 @@ class SSHTransport(Transport):
         """Write the spec, run the worker under ``timeout -s KILL``, read the result back.
 
         Remote file names are the cell's index, not its key: user-chosen names never reach a path.
+        The spec, the worker's stderr and its result are also kept on the host (``cells_dir``), as a
+        local cell's are, so a board cell can be debugged after the board's run folder is removed.
         """
         import asyncssh
 
-        folder = f"{self.root}/runs/{self.run_id}"
+        folder = self._run_folder()
         spec, out = f"{folder}/{name}.spec.json", f"{folder}/{name}.result.json"
         limit = max(int(timeout_s), 1)
+        self._keep(name, "spec.json", spec_json)
         try:
             await self.sftp.makedirs(folder, exist_ok=True)
             async with self.sftp.open(spec, "w") as fh:
@@ -405,12 +467,14 @@ class SSHTransport(Transport):
             proc = await self.run(["timeout", "-s", "KILL", str(limit), self.python, "-m", "edgebench.bench.worker", "run", spec, "--out", out], limit + 60)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
             return self._lost(exc)
+        self._keep(name, "stderr.txt", proc.stderr or "")
         if proc.exit_status is None and proc.exit_signal is None:
             return self._lost(ConnectionError("the SSH channel closed without an exit status"))
         if proc.exit_status == 0:
             try:
                 async with self.sftp.open(out, "r") as fh:
                     text = await fh.read()
+                self._keep(name, "result.json", text)
                 return WorkerOutcome(CellResult.from_dict(json.loads(text)))
             except (OSError, asyncssh.Error) as exc:
                 return self._lost(exc)
@@ -418,6 +482,36 @@ class SSHTransport(Transport):
                 return WorkerOutcome(CellResult.failed(f"{out} on {self.profile.name}: unreadable worker result ({exc})"))
         tail = tail_text(proc.stderr or "")
         return WorkerOutcome(CellResult.failed(self._describe_exit(proc, limit) + (f"; stderr: {tail}" if tail else "")))
+
+    def _keep(self, name: str, suffix: str, text: str) -> None:
+        """The host's copy of one cell file (``cells_dir/NAME.SUFFIX``). Best effort: the result itself is
+        stored in the store; a host disk that cannot take this debugging copy must not fail the cell."""
+        if self.cells_dir is None:
+            return
+        try:
+            self.cells_dir.mkdir(parents=True, exist_ok=True)
+            (self.cells_dir / f"{name}.{suffix}").write_text(text)
+        except OSError:
+            pass
+
+    def _run_folder(self) -> str:
+        """``WORKDIR/runs/RUN_ID/t<hash of the target's name>``: one folder per target (two profiles may reach
+        the same board), named by a digest so a user-chosen name never reaches a path."""
+        tag = hashlib.sha256(self.profile.name.encode()).hexdigest()[:10]
+        return f"{self.root}/runs/{self.run_id}/t{tag}"
+
+    async def discard_run_files(self) -> None:
+        """Remove this target's cell files of the run on the board (1-2 MB a run, every attempt's), and the
+        run's folder if no other target of the run left files there."""
+        import asyncssh
+
+        if not self.connected or not self.root:
+            return
+        try:
+            await self.run(["rm", "-rf", "--", self._run_folder()], 60)
+            await self.run(["rmdir", "--ignore-fail-on-non-empty", "--", f"{self.root}/runs/{self.run_id}"], 60)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError):
+            pass  # left for the next successful attempt of this run; nothing measured depends on it
 
     def _describe_exit(self, proc: Any, limit: int) -> str:
         where = f"on {self.profile.name}"

@@ -31,10 +31,13 @@ class Code:
 
 CODES: dict[str, Code] = {c.name: c for c in [
     Code("contended", "contended", NOISE,
-         "Other processes used the CPU while this cell was measured: its latencies are inflated and noisy. Re-run on an idle machine.",
+         "Other processes used the CPU while this cell was measured, still after the quiet gate's wait (measure.quiet_wait_s) and "
+         "re-measuring (measure.remeasure_contended): its latencies are inflated and noisy, so it is excluded from wins and regression verdicts. "
+         "Re-run on an idle machine.",
          untrusted_timing=True),
     Code("high-variance", "high variance", NOISE,
-         "The standard deviation is above the suite's cov_warn share of the mean: a wide distribution. Compare with the intervals in the recommendation, not the point values."),
+         "The interquartile range is above the suite's dispersion_warn share of the median (or the CoV above cov_warn, where the suite sets one): "
+         "a wide distribution, not just a few slow samples. Compare with the intervals in the recommendation, not the point values."),
     Code("sparse-not-used", "sparse-not-used", EVIDENCE,
          "Zero weights are stored and executed dense by this backend: expect no speedup and no smaller file from unstructured sparsity."),
     Code("sparse-path", "sparse-path", EVIDENCE,

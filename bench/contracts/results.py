@@ -27,6 +27,23 @@ class LatencyStats:
     p99_ms: float
     max_ms: float
     throughput_ips: float
+    # Robust dispersion and outliers (None in results stored before they existed). Quartiles and
+    # outlier counts are pytest-benchmark's (its export writes the same numbers).
+    q1_ms: float | None = None
+    q3_ms: float | None = None
+    iqr_ratio: float | None = None  # (q3 - q1) / median: what the high-variance warning reads
+    mad_ms: float | None = None  # median absolute deviation from the median
+    stddev_outliers: int | None = None  # samples more than 1 std from the mean
+    iqr_outliers: int | None = None  # samples beyond 1.5 IQR outside the quartiles (Tukey's fences)
+
+    @property
+    def iqr_ms(self) -> float | None:
+        return self.q3_ms - self.q1_ms if self.q1_ms is not None and self.q3_ms is not None else None
+
+    @property
+    def outliers(self) -> str | None:
+        """pytest-benchmark's ``outliers``: "stddev;iqr" counts."""
+        return None if self.stddev_outliers is None or self.iqr_outliers is None else f"{self.stddev_outliers};{self.iqr_outliers}"
 
 
 @dataclass
@@ -52,11 +69,18 @@ class Accuracy:
 
 @dataclass
 class Fidelity:
-    """Agreement with the dense PyTorch model's logits on the same evaluation inputs."""
+    """Agreement with a reference's logits on the same evaluation inputs; ``reference`` names it.
+
+    ``independent`` is False when the reference is the cell's own file on the same runtime (a given
+    ONNX/.tflite/TorchScript file at fp32): the numbers are then a reload check, not fidelity, and
+    reports say "no independent reference". Results stored before these fields read as the dense
+    PyTorch model, independent."""
 
     top1_agreement: float
     max_abs_diff: float
     mean_abs_diff: float
+    reference: str = ""  # "" in results stored before references were named: the dense PyTorch model
+    independent: bool = True
 
 
 @dataclass
@@ -68,6 +92,14 @@ class Contention:
     logical_cpus: int
     contended: bool
     steal_share: float | None = None  # hypervisor steal, included in other_cpu_share
+    # The quiet gate before measuring (measure.quiet_wait_s): seconds spent waiting for other processes'
+    # share to drop to the threshold, and whether it did (None: gate off, or /proc/stat unreadable).
+    quiet_wait_s: float | None = None
+    quiet: bool | None = None
+    # Contended cells are measured again (measure.remeasure_contended): how many attempts were made and
+    # each one's other_cpu_share, in order; the result kept is the first quiet attempt, else the least contended.
+    attempts: int = 1
+    attempt_other_shares: list[float | None] = field(default_factory=list)
 
 
 def _bound(default: Any, doc: str = "", **limits: Any) -> Any:
@@ -88,12 +120,19 @@ class MeasureSettings:
     min_seconds: float = _bound(2.0, ge=0)
     max_runs: int = _bound(100_000, "caps, reported as a warning when they stop a cell", ge=1)
     max_seconds: float = _bound(60.0, gt=0)
-    cov_warn: float = _bound(0.05, "warn when std/mean exceeds this", gt=0)
+    dispersion_warn: float = _bound(0.20, "warn (high variance) when IQR/median exceeds this", gt=0)
+    cov_warn: float = _bound(0.0, "also warn when std/mean exceeds this (edgebench 0.1's variance warning); 0, the default, is off: "
+                                  "a few slow samples put nearly every cell above any useful CoV, which stays a report column", ge=0)
     contention_threshold: float = _bound(0.05, "flag a cell when other processes used more of the CPU than this", gt=0, le=1)
+    quiet_wait_s: float = _bound(3.0, "before measuring, wait up to this long for other processes' CPU share to drop to "
+                                      "contention_threshold (0: do not wait)", ge=0, le=600)
+    remeasure_contended: int = _bound(2, "measure a contended cell again up to this many times; one still contended is "
+                                         "excluded from wins and regression verdicts", ge=0, le=10)
     rss_interval_s: float = _bound(0.01, gt=0)
     uss_interval_s: float = _bound(0.1, gt=0)
     processes: int = _bound(1, "worker processes per cell, each with the full warm-up and 1/N of the floors; samples pooled, "
-                               "so one process's mode (layout, placement) does not decide a run", ge=1, le=50)
+                               "so one process's mode (layout, placement) does not decide a run, and the reports' intervals "
+                               "resample processes (a win needs at least 2; the built-in default suite uses 3)", ge=1, le=50)
 
 
 @dataclass
@@ -123,6 +162,9 @@ class CellResult:
     energy_mj_per_inference: float | None = None
     processes: int = 1  # worker processes whose samples were pooled into this result
     process_p50_ms: list[float] = field(default_factory=list)  # each process's own median, when more than one
+    # How many of ``samples_ns`` each worker process measured, in order (their sum is len(samples_ns)); the
+    # reports' intervals resample processes with it. Empty for one process and in results stored before it.
+    process_samples: list[int] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:

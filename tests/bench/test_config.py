@@ -368,3 +368,50 @@ def test_a_missing_tflite_file_is_named(write_suite, tmp_path):
     msg = config_error(write_suite("suite.yaml", {**VALID, "models": [{"name": "x", "tflite": "nope.tflite"}]}))
     assert_one_line(msg)
     assert "models[0].tflite" in msg and "nope.tflite not found" in msg
+
+
+# -- checks at load: a timeout no worker could meet; a suite that would measure nothing -----------------
+
+@pytest.mark.parametrize("measure, timeout, floor", [
+    ({"warmup_seconds": 0.5, "min_seconds": 2.0}, 1, "2.5 s"),
+    ({"warmup_seconds": 1.0, "min_seconds": 8.0, "processes": 4}, 2.5, "3 s"),  # each process: full warm-up, 1/4 of min_seconds
+])
+def test_a_cell_timeout_shorter_than_the_measurement_floors_is_refused(write_suite, measure, timeout, floor):
+    path = write_suite("suite.yaml", {**VALID, "measure": measure, "cell_timeout_s": timeout})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert msg.startswith(f"{path}: cell_timeout_s: {timeout:g} s is shorter than the {floor}")
+    assert "measure.warmup_seconds" in msg and "raise cell_timeout_s to at least" in msg
+
+
+def test_a_cell_timeout_that_covers_the_floors_is_accepted(write_suite):
+    # 3 processes x (0.5 s warm-up + 2/3 s) exceed 2 s in all, but each process has its own timeout
+    path = write_suite("suite.yaml", {**VALID, "measure": {"warmup_seconds": 0.5, "min_seconds": 2.0, "processes": 3}, "cell_timeout_s": 2})
+    assert load_suite(path).suite.cell_timeout_s == 2
+
+
+def test_check_something_measured_lists_the_reasons_of_an_all_skipped_run(tmp_path):
+    from edgebench.bench.config import check_something_measured
+
+    check_something_measured(tmp_path / "s.yaml", [("skipped", "a"), ("ok", None)])  # one cell measured: fine
+    check_something_measured(tmp_path / "s.yaml", [("skipped", "a"), ("failed", "b")])  # a failure is exit 1, not 2
+    with pytest.raises(ConfigError) as info:
+        check_something_measured(tmp_path / "s.yaml", [("skipped", "litert: not installed")] * 2 + [("skipped", "torch supports fp32")])
+    msg = str(info.value)
+    assert_one_line(msg)
+    assert msg.startswith(f"{tmp_path / 's.yaml'}: every one of the 3 cells was skipped, nothing was measured")
+    assert "litert: not installed (2 cells); torch supports fp32 (1 cell)" in msg
+
+
+def test_a_run_whose_every_cell_is_skipped_is_a_configuration_error(write_suite, tmp_path):
+    from edgebench.bench.runner import Paths, Runner
+
+    # torch has no int8: both cells are impossible combinations, skipped before anything is built
+    path = write_suite("suite.yaml", {**VALID, "precisions": ["int8"], "batch_sizes": [1, 8]})
+    runner = Runner(Paths(tmp_path / "home"), log=lambda _: None)
+    with pytest.raises(ConfigError) as info:
+        runner.run(load_suite(path))
+    assert "every one of the 2 cells was skipped" in str(info.value) and "torch supports precisions fp32, not int8 (2 cells)" in str(info.value)
+    (run,) = runner.store.runs()
+    assert run.status == "finished"  # the skipped cells are stored with their reasons
+    assert [c.status for c in runner.store.cells(run.id, with_samples=False)] == ["skipped", "skipped"]

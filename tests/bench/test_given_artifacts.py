@@ -84,6 +84,11 @@ def test_given_tflite_and_onnx_run_and_a_custom_op_fails_its_cell(files: Path, t
     assert int8.facts["artifact"]["quantization"]["kind"] == "static"  # calibrated on the suite's data
     assert int8.facts["artifact"]["export_check"]["reference"] == "onnxruntime fp32"
     assert abs(int8.result.accuracy.top1 - cells["onnx/dense/onnxruntime/fp32"].result.accuracy.top1) < 0.03
+    # fidelity names its reference: the given file's own fp32 outputs; compared with itself it is no reference
+    assert int8.result.fidelity.reference == "the given ONNX file theirs.onnx run by onnxruntime at fp32" and int8.result.fidelity.independent
+    for same in (cells["onnx/dense/onnxruntime/fp32"], lite):
+        assert same.result.fidelity.independent is False, same.cell_key
+    assert lite.result.fidelity.reference == "the given .tflite file theirs.tflite run by litert at fp32"
 
     custom = cells["custom/dense/litert/fp32"]
     assert custom.status == "failed" and CUSTOM in custom.error and "\n" not in custom.error
@@ -113,6 +118,9 @@ def test_input_size_sets_the_shape_of_a_model_with_dynamic_dimensions(tmp_path: 
     assert np.isfinite(cell.result.latency.p50_ms)
     # and the report says so
     from edgebench.reports import render
+    from edgebench.reports.tables import load
 
     out = render.write(runner.store, summary.run_id, tmp_path / "reports")
     assert "- `dyn/dense/onnxruntime/fp32/b1/local`: 1x3x48x48 NCHW (dyn.onnx)" in (out / "report.md").read_text()
+    assert "1x3x48x48 NCHW" in (out / "report.html").read_text()  # the cell table's "input timed" column
+    assert render.markdown(load(runner.store, summary.run_id)).count("no independent reference") == 2  # agreement column + reference

@@ -62,7 +62,8 @@ def test_a_run_with_three_processes_per_cell(built, write_suite, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(built.cache_root, home / "cache")
     suite = write_suite("s.yaml", {"models": ["small_cnn"], "backends": [{"name": "onnxruntime", "threads": 1}],
-                                   "measure": {"warmup_runs": 3, "warmup_seconds": 0.0, "min_runs": 90, "min_seconds": 0.3, "processes": 3}})
+                                   "measure": {"warmup_runs": 3, "warmup_seconds": 0.0, "min_runs": 90, "min_seconds": 0.3, "processes": 3,
+                                               "quiet_wait_s": 0, "remeasure_contended": 0}})  # one attempt: the file names below
     runner = Runner(Paths(home=home), log=lambda m: None)
     summary = runner.run(load_suite(suite))
     [cell] = runner.store.cells(summary.run_id)
@@ -72,3 +73,91 @@ def test_a_run_with_three_processes_per_cell(built, write_suite, tmp_path):
     assert r.warmup_runs >= 9 and r.accuracy.top1 > 0.5
     cells_dir = Paths(home=home).cells_dir(summary.run_id)
     assert sorted(p.name for p in cells_dir.glob("*-p?.result.json")) == [f"cell-0000-p{i}.result.json" for i in (1, 2, 3)]
+
+
+# -- the quiet gate's second half: a contended cell measured again ------------------------------
+
+def quiet_part(share: float, seed: int = 1) -> CellResult:
+    r = part(1.0, 50, seed, contended=share > 0.05)
+    r.contention.other_cpu_share = share
+    if share > 0.05:
+        r.flags = [Flag("contended", f"contended: other processes used {share:.0%} of the CPU while measuring")]
+    return r
+
+
+class FakeTransport:
+    """Hands back the prepared results in order and records the worker names it was asked to run."""
+
+    def __init__(self, results: list[CellResult]) -> None:
+        self.results, self.names, self.waits = list(results), [], []
+
+    async def run_cell(self, spec_json, name, timeout_s):
+        import json
+
+        from edgebench.targets.transport import WorkerOutcome
+
+        self.names.append(name)
+        self.waits.append(json.loads(spec_json)["measure"]["quiet_wait_s"])
+        return WorkerOutcome(self.results.pop(0))
+
+
+def measure_with(results: list[CellResult], **measure) -> tuple[CellResult, list[str]]:
+    import asyncio
+    import types
+
+    from edgebench.bench.board import Board
+    from edgebench.bench.contracts.spec import CellSpec
+
+    board = Board.__new__(Board)  # only what one cell's measurement touches
+    board.transport, board.timeout_s, board._task, board._unreachable, board._last_reason = FakeTransport(results), 60, None, 0, ""
+    board._resume_tag = ""  # not a resumed run
+    spec = CellSpec("m/dense/onnxruntime/fp32/b1/local", "onnxruntime", "fp32", "a.onnx", 1, "e.npz", measure=MeasureSettings(**measure))
+    result = asyncio.run(board._measure_until_quiet(types.SimpleNamespace(index=3, spec=spec), spec))
+    measure_with.waits = board.transport.waits
+    return result, board.transport.names
+
+
+def test_a_contended_cell_is_measured_again_and_the_quiet_attempt_kept():
+    quiet = quiet_part(0.01, seed=9)
+    result, names = measure_with([quiet_part(0.6), quiet_part(0.4), quiet])
+    assert names == ["cell-0003", "cell-0003-a2", "cell-0003-a3"]  # each attempt keeps its own files
+    assert result.samples_ns == quiet.samples_ns and result.contention.contended is False
+    assert result.contention.attempts == 3 and result.contention.attempt_other_shares == [0.6, 0.4, 0.01]
+    assert not any(f.code == "contended" for f in result.flags)
+
+
+def test_a_cell_contended_in_every_attempt_keeps_the_flag_and_the_least_contended_samples():
+    least = quiet_part(0.3, seed=5)
+    result, names = measure_with([quiet_part(0.6), least, quiet_part(0.5)], remeasure_contended=2)
+    assert len(names) == 3 and result.samples_ns == least.samples_ns
+    assert result.contention.contended is True and result.contention.attempt_other_shares == [0.6, 0.3, 0.5]
+    [flag] = [f for f in result.flags if f.code == "contended"]
+    assert "all 3 attempts" in flag.text and "60%, 30%, 50%" in flag.text and "excluded from wins" in flag.text
+
+
+def test_an_uncontended_cell_is_measured_once_and_remeasure_can_be_off():
+    result, names = measure_with([quiet_part(0.01), quiet_part(0.01)])
+    assert names == ["cell-0003"] and result.contention.attempts == 1 and result.contention.attempt_other_shares == [0.01]
+    result, names = measure_with([quiet_part(0.6), quiet_part(0.01)], remeasure_contended=0)
+    assert names == ["cell-0003"] and result.contention.contended is True
+
+
+def test_a_failed_attempt_ends_the_cell():
+    result, names = measure_with([quiet_part(0.6), CellResult.failed("boom")])
+    assert result.status == "failed" and result.error == "boom" and len(names) == 2
+
+
+def test_remeasured_attempts_with_several_processes_each():
+    results = [quiet_part(0.6, 1), quiet_part(0.01, 2), quiet_part(0.01, 3), quiet_part(0.01, 4)]
+    result, names = measure_with(results, processes=2)
+    assert names == ["cell-0003-p1", "cell-0003-p2", "cell-0003-a2-p1", "cell-0003-a2-p2"]
+    assert result.processes == 2 and result.contention.attempts == 2 and result.contention.contended is False
+    # a process right after an uncontended one skips the gate's look; after a contended one, or first, it waits
+    assert measure_with.waits == [3.0, 3.0, 3.0, 0.0]
+
+
+def test_pooled_processes_give_one_contended_flag():
+    parts = [quiet_part(0.3, 1), quiet_part(0.01, 2), quiet_part(0.6, 3)]
+    pooled = pool(parts, 1, MeasureSettings(processes=3))
+    [flag] = [f for f in pooled.flags if f.code == "contended"]
+    assert flag.text == "contended: other processes used up to 60% of the CPU while measuring (2 of 3 worker processes)"

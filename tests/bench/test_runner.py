@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -145,3 +147,57 @@ def test_quantize_notes_say_what_a_recipe_quantize_block_does(write_suite):
     with_int8 = write_suite("b.yaml", {"name": "b", "models": ["small_cnn"], "recipes": [str(recipe)], "backends": ["onnxruntime"], "precisions": ["fp32", "int8"]})
     loaded = load_suite(with_int8)
     assert not any("asks for" in n for n in quantize_notes(loaded.recipes, loaded.cells()))
+
+
+def test_a_full_disk_while_building_stops_the_run_and_names_the_file(tmp_path, write_suite, monkeypatch):
+    from edgebench.bench.contracts.files import CannotWrite
+    from edgebench.bench.prepare import Preparer
+
+    suite = write_suite("s.yaml", {"name": "s", "models": ["small_cnn"], "recipes": ["dense"], "backends": ["onnxruntime"], "batch_sizes": [1, 8]})
+    blocked = tmp_path / "home" / "cache" / "dense" / "k" / "model.pt"
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(blocked))
+
+    monkeypatch.setattr(Preparer, "dense", full)
+    runner = Runner(Paths(home=tmp_path / "home"), log=lambda m: None)
+    with pytest.raises(CannotWrite) as err:
+        runner.run(load_suite(suite))
+    # one error for the run, not one failed cell per cell with the same cause
+    assert err.value.path == str(blocked) and "No space left on device" in str(err.value)
+    assert runner.store.run(runner.run_id).status == "interrupted"
+    assert runner.store.cells(runner.run_id) == []
+
+
+def test_cancelling_a_local_cell_kills_its_worker_at_once(built, tmp_path):
+    """Ctrl-C cancels the board's task: the worker child (its own session, so the terminal's SIGINT never
+    reaches it) is killed then, not left to finish its cell."""
+    import asyncio
+
+    import psutil
+
+    from edgebench.targets.profiles import Profiles
+    from edgebench.targets.transport import LocalTransport
+
+    transport = LocalTransport(Profiles().get("local"), tmp_path)
+    spec = ort_spec(built, min_seconds=30.0, min_runs=10**7)
+
+    async def scenario() -> tuple[list[psutil.Process], float]:
+        task = asyncio.ensure_future(transport.run_cell(spec.to_json(), "long", 120))
+        me, workers = psutil.Process(), []
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            workers = [c for c in me.children(recursive=True) if "long.spec.json" in " ".join(c.cmdline())]
+            if workers:
+                break
+        assert workers, "the worker never started"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)
+        assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "the worker outlived its cancelled cell"
+        return workers, time.monotonic()
+
+    workers, cancelled_at = asyncio.run(scenario())
+    # asyncio.run returns once the thread waiting for the child is done: at once, not in 30 s
+    assert time.monotonic() - cancelled_at < 2.0

@@ -14,11 +14,25 @@ from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.runner import Paths, Runner
 
 FACTORY = textwrap.dedent('''
+    import torch
     import torch.nn as nn
 
     def tiny(num_classes=3):
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    class NaNHead(nn.Module):
+        """A model gone wrong: every logit is NaN (log of a negative number)."""
+
+        def __init__(self, num_classes=3):
+            super().__init__()
+            self.body = tiny(num_classes)
+
+        def forward(self, x):
+            return torch.log(-torch.abs(self.body(x)) - 1.0)
+
+    def nan_net(num_classes=3):
+        return NaNHead(num_classes)
 ''')
 MEASURE = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10, "min_seconds": 0.05}
 
@@ -37,6 +51,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = ns["tiny"]()
     torch.save(model.state_dict(), root / "tiny.pt")
     torch.jit.save(torch.jit.script(model.eval()), str(root / "tiny.ts"))
+    torch.jit.save(torch.jit.script(ns["tiny"](2).eval()), str(root / "two.ts"))  # 2 outputs for 3 classes
+    torch.save(ns["tiny"](5).state_dict(), root / "five.pt")  # weights of a 5-class model
     torch.onnx.export(model.eval(), (torch.randn(1, 3, 32, 32),), str(root / "tiny.onnx"), dynamo=True, external_data=False)
     rng = np.random.default_rng(0)
     np.savez(root / "data.npz", x=rng.standard_normal((30, 3, 32, 32)).astype(np.float32), y=np.arange(30) % 3)
@@ -143,3 +159,35 @@ def test_latency_only_zoo_model_has_no_accuracy(tmp_path: Path) -> None:
 
     d = load("synthetic", 224)
     assert not d.has_labels and d.x_test.shape[1:] == (3, 224, 224)
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({"name": "ts", "torchscript": "two.ts", "dataset": "data.npz"}, r"two\.ts: the model has 2 outputs but .*data\.npz has 3 classes \(labels 0\.\.2\)"),
+    ({"name": "wide", "factory": "usernets_for_test:tiny", "kwargs": {"num_classes": 5}, "weights": "five.pt", "dataset": "data.npz"},
+     r"wide: the model has 5 outputs but .*data\.npz has 3 classes.*unrelated label sets"),
+    ({"name": "few", "factory": "usernets_for_test:tiny", "kwargs": {"num_classes": 2}, "dataset": "data.npz"},
+     r"few: the model has 2 outputs but .*data\.npz has 3 classes.*set num_classes in kwargs"),
+])
+def test_outputs_that_do_not_match_the_classes_are_refused_before_measuring(project: Path, tmp_path: Path, model: dict, expected: str) -> None:
+    """Every model kind gets the output-count check (a TorchScript archive, weights given untrained, a factory)."""
+    from edgebench.bench.prepare import Preparer
+    from edgebench.models.cache import Cache
+
+    loaded = load_suite(write(project, "classes.yaml", [model], recipes=["dense"], backends=["onnxruntime"]))
+    preparer = Preparer(Cache(tmp_path / "cache"), log=lambda m: None, models=dict(loaded.user_models))
+    with pytest.raises(ConfigError, match=expected) as err:
+        preparer.dense(model["name"])
+    assert "\n" not in str(err.value)
+
+
+def test_a_factory_model_that_returns_nan_is_measured_but_its_accuracy_fails(project: Path, tmp_path: Path) -> None:
+    suite = write(project, "nan.yaml", [{"name": "nan", "factory": "usernets_for_test:nan_net", "dataset": "data.npz", "train_epochs": 1}],
+                  recipes=["dense"], backends=["torch", "onnxruntime"])
+    log: list[str] = []
+    summary = Runner(Paths(home=tmp_path), log=log.append).run(load_suite(suite))
+    cells = Runner(Paths(home=tmp_path)).store.cells(summary.run_id, with_samples=False)
+    assert {c.backend for c in cells} == {"torch", "onnxruntime"} and summary.cells_ok == len(cells)
+    for cell in cells:
+        assert cell.result.accuracy is None and cell.result.fidelity is None, cell.cell_key
+        assert [f.code for f in cell.result.flags if f.code == "nan-outputs"] == ["nan-outputs"], cell.result.flags
+    assert any("nan" in line and "NaN/Inf" in line for line in log)

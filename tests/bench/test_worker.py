@@ -88,6 +88,48 @@ def test_warnings_flag_high_variance_and_caps(built):
     assert any(w.startswith("high variance") for w in r.warnings)
 
 
+def _latency(samples_ms):
+    return summarize([int(v * 1e6) for v in samples_ms], 1)
+
+
+def test_variance_flag_reads_the_robust_ratio_not_the_cov():
+    tail = [1.0] * 98 + [50.0, 50.0]  # a stable cell with two slow samples: CoV 348%, IQR/median 0
+    stable = _latency(tail)
+    assert stable.cov > 3 and stable.iqr_ratio == 0.0
+    assert worker.variance_flag(stable, MeasureSettings()) is None
+    wide = _latency(np.linspace(0.5, 1.5, 101))  # IQR/median 50%
+    flag = worker.variance_flag(wide, MeasureSettings(dispersion_warn=0.2))
+    assert flag.code == "high-variance" and flag.text.startswith(f"high variance: IQR/median {wide.iqr_ratio:.1%} > 20%")
+    assert 0.45 < wide.iqr_ratio < 0.55 and f"CoV {wide.cov:.1%}" in flag.text
+    assert f"outliers: {wide.stddev_outliers} beyond 1 std, {wide.iqr_outliers} beyond 1.5 IQR" in flag.text
+    assert worker.variance_flag(wide, MeasureSettings(dispersion_warn=0.6)) is None
+
+
+def test_a_suite_that_sets_cov_warn_still_gets_the_cov_warning():
+    stable = _latency([1.0] * 98 + [50.0, 50.0])
+    flag = worker.variance_flag(stable, MeasureSettings(cov_warn=0.05))
+    assert flag is not None and flag.text.startswith("high variance: CoV") and "> cov_warn 5%" in flag.text
+
+
+def test_an_old_suite_that_sets_cov_warn_still_loads(write_suite):
+    from edgebench.bench.config import load_suite
+
+    loaded = load_suite(write_suite("old.yaml", {"models": ["small_cnn"], "backends": ["onnxruntime"], "measure": {"cov_warn": 0.05}}))
+    m = loaded.measure_settings()
+    assert m.cov_warn == 0.05 and m.dispersion_warn == MeasureSettings().dispersion_warn
+    assert MeasureSettings().cov_warn == 0.0  # off unless a suite asks for it
+
+
+def test_run_cell_records_the_quiet_gate(built, fast_measure):
+    r = run_cell(spec_for(built, measure=replace(fast_measure, quiet_wait_s=0.3)))
+    assert r.status == "ok", r.error
+    c = r.contention
+    assert c.quiet in (True, False) and 0 < c.quiet_wait_s <= 0.3 + 0.2  # one or more 0.2 s looks, bounded
+    assert c.attempts == 1 and r.latency.iqr_ratio is not None and r.latency.outliers is not None
+    off = run_cell(spec_for(built, measure=replace(fast_measure, quiet_wait_s=0.0)))
+    assert off.contention.quiet is None and off.contention.quiet_wait_s == 0.0
+
+
 def test_corrupt_artifact_fails_naming_the_file(built, tmp_path, fast_measure):
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x00\xffthis is not an onnx model" * 50)
@@ -201,7 +243,7 @@ def _contended_cell(built, burners: int) -> CellResult:
 
     from edgebench.targets.transport import run_worker
 
-    measure = MeasureSettings(warmup_runs=5, warmup_seconds=0.0, min_runs=50, min_seconds=1.0, max_seconds=10.0)
+    measure = MeasureSettings(warmup_runs=5, warmup_seconds=0.0, min_runs=50, min_seconds=1.0, max_seconds=10.0, quiet_wait_s=0.6)
     procs = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(burners)]
     try:
         import time
@@ -215,24 +257,39 @@ def _contended_cell(built, burners: int) -> CellResult:
             p.wait()
 
 
+def _skip_unless_idle(when: str) -> None:
+    """The premise of an idle-cell assertion, checked on this machine: other processes' CPU share over
+    0.5 s at most the 5% threshold; otherwise skip and say what was seen (the machine may be shared)."""
+    from edgebench.bench.measure import wait_for_quiet
+
+    seen = wait_for_quiet(0.05, 0.5, window_s=0.5)
+    if seen.quiet is False:
+        pytest.skip(f"premise not met {when}: this machine is not idle (other processes used {seen.other_cpu_share:.0%} "
+                    "of the CPU over 0.5 s, threshold 5%); the idle half of this test needs an idle machine")
+
+
 def test_a_cell_beside_a_cpu_burner_is_contended_and_the_same_cell_idle_is_not(built):
-    """Bounded: each cell measures ~1 s; the idle cell gets three tries because the machine is shared."""
+    """Bounded: each cell measures ~1 s; the idle cell gets three tries because the machine is shared,
+    and is skipped (not failed) when the machine is busy before or after a try."""
     import os
 
     burners = max(1, len(os.sched_getaffinity(0)) // 2)  # half the CPUs: well above the 5% threshold
     busy = _contended_cell(built, burners)
     assert busy.status == "ok", busy.error
     assert busy.contention.contended is True and busy.contention.other_cpu_share > 0.2
+    assert busy.contention.quiet is False and busy.contention.quiet_wait_s <= 0.6 + 0.2  # the gate waited, bounded
     assert any(w.startswith("contended") for w in busy.warnings)
     assert any(row.get("other_cpu", 0) > 0.2 for row in busy.device["timeline"] if row.get("phase") == "measure")
     idle = []
     for _ in range(3):
+        _skip_unless_idle("before the idle cell")
         result = _contended_cell(built, 0)
         idle.append(result.contention.other_cpu_share)
         if not result.contention.contended:
             assert not any(w.startswith("contended") for w in result.warnings)
             return
-    pytest.fail(f"the idle cell was contended three times (other CPU shares {idle}); is something else running?")
+        _skip_unless_idle(f"after an idle cell read {idle[-1]:.0%} other CPU")
+    pytest.fail(f"the idle cell was contended three times (other CPU shares {idle}) on a machine idle before and after each")
 
 
 def test_worker_runs_the_monitor_and_reports_the_device(built, fast_measure):

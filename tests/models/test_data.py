@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgebench.bench.contracts.errors import ConfigError
 from edgebench.models import data
 
 
@@ -69,3 +70,50 @@ def test_calibration_subset_is_fixed(digits_pair):
 def test_unknown_dataset_lists_known():
     with pytest.raises(KeyError, match="digits"):
         data.load("imagenet")
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "user.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+X = np.random.default_rng(0).standard_normal((30, 3, 8, 8)).astype(np.float32)
+Y = np.arange(30) % 3
+
+
+@pytest.mark.parametrize("arrays, expected", [
+    ({"x": X, "y": Y - 1}, r"y holds negative labels \(min -1\).*0\.\.K-1"),
+    ({"x": X, "y": Y[:29]}, r"x has 30 images but y has 29 labels; give one label per image"),
+    ({"x_train": X[:20], "y_train": Y[:19], "x_test": X[20:], "y_test": Y[20:]}, r"x_train has 20 images but y_train has 19 labels"),
+    ({"x": X.transpose(0, 2, 3, 1), "y": Y}, r"x looks channels-last \(N, H, W, C\) with shape \(30, 8, 8, 3\).*x\.transpose\(0, 3, 1, 2\)"),
+    ({"x": X, "y": Y + 0.5}, r"y holds non-integer labels \(e\.g\. 0\.5\)"),
+    ({"x": X, "y": np.array(["cat", "dog", "owl"] * 10)}, r"y holds <U3 values; labels must be integer class indices.*return_inverse"),
+    ({"x": X, "y": np.eye(3)[Y]}, r"y has shape \(30, 3\) \(one-hot\?\).*y\.argmax\(1\)"),
+    ({"x": X[:, 0], "y": Y}, r"x must be NCHW images \(N, C, H, W\), got shape \(30, 8, 8\); add the channel axis"),
+    ({"x": np.where(X > 2, np.nan, X), "y": Y}, r"x holds \d+ NaN/Inf values"),
+])
+def test_user_npz_problems_are_one_line_naming_the_file_and_the_fix(tmp_path, arrays, expected):
+    path = _npz(tmp_path, **arrays)
+    with pytest.raises(data.DatasetError, match=expected) as err:
+        data.load(str(path), 8)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    assert isinstance(err.value, ConfigError)  # the CLI exits 2 with this line, no traceback
+
+
+def test_integral_float_labels_are_accepted_as_class_indices(tmp_path):
+    d = data.load(str(_npz(tmp_path, x=X, y=Y.astype(np.float32))), 8)
+    assert d.y_train.dtype == np.int64 and d.num_classes == 3 and d.source.endswith("user.npz")
+
+
+def test_an_unreadable_image_in_a_folder_names_the_file(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(data.DatasetError, match=r"broken\.png: not a readable image"):
+        data.load(str(tmp_path), 8)

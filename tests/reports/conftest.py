@@ -48,9 +48,11 @@ def samples_ns(median_ms: float, n: int, seed: int, spread: float = 0.03) -> lis
 def ok_cell(model: str, recipe: str, backend: str, batch: int, samples: list[int], top1: float, *, target: str = "local",
             precision: str = "fp32", sparsity: float = 0.0, params: int = 24346, macs: int = 2_892_426, size: int = 112_451,
             rss: float = 70.0, agreement: float = 1.0, flags: tuple[Flag, ...] = (), contended: bool = False,
-            evidence: Evidence | None = None) -> CellRecord:
+            evidence: Evidence | None = None, processes: int = 3) -> CellRecord:
     key = f"{model}/{recipe}/{backend}/{precision}/b{batch}/{target}"
     nonzero = int(params * (1 - sparsity))
+    # measured in ``processes`` worker processes, as measure.processes does (samples in process order)
+    counts = [len(part) for part in np.array_split(np.arange(len(samples)), processes)] if processes > 1 else []
     result = CellResult(
         "ok", evidence=evidence or Evidence(backend, sparse_kernels=False), load_s=0.01, first_inference_s=0.002,
         samples_ns=list(samples), latency=summarize(samples, batch),
@@ -58,6 +60,7 @@ def ok_cell(model: str, recipe: str, backend: str, batch: int, samples: list[int
         accuracy=Accuracy(360, top1, 1.0), fidelity=Fidelity(agreement, 0.5, 0.05),
         contention=Contention(0.3 if contended else 0.01, 0.5, 2, contended),
         flags=list(flags) + ([Flag("contended", "contended: other processes used 30% of the CPU while measuring")] if contended else []),
+        processes=max(1, processes), process_samples=counts,
     )
     return CellRecord(key, model, recipe, backend, precision, batch, target, "ok", options={"threads": 2},
                       facts={"model": {"params": params, "nonzero_params": nonzero, "macs": macs, "sparsity": sparsity,

@@ -164,3 +164,54 @@ def test_cells_match_on_their_identity():
     assert cmp.coordinates(c) == CellId("small_cnn", "r", "onnxruntime", "fp32", 8, "board")
     [comp] = cmp.compare_cells([c], [cell_with([1] * 100, recipe="other")], TH)[1:]
     assert comp.status == "only-in-base" and comp.id == cmp.coordinates(c) and comp.id.key == c.cell_key
+
+
+# -- processes (issue 15) ------------------------------------------------------------------------
+
+def process_cell(rng: np.random.Generator, level_ms: float, processes: int = 3, n: int = 600, between: float = 0.08) -> tuple[list[int], list[int]]:
+    """A cell measured in ``processes`` worker processes, each in its own mode (sd ``between`` of log latency)."""
+    parts = [ar1_samples(level_ms * float(np.exp(rng.normal(0, between))), n, seed=int(rng.integers(1 << 30))) for _ in range(processes)]
+    return [v for p in parts for v in p], [n] * processes
+
+
+def test_blocks_stay_inside_processes():
+    x = np.concatenate([np.full(100, 1.0), np.full(100, 2.0), np.full(100, 3.0)])
+    medians, counts = cmp.process_block_medians(x, [100, 100, 100])
+    assert counts == [10, 10, 10] and list(medians) == [1.0] * 10 + [2.0] * 10 + [3.0] * 10  # no block mixes two processes
+    assert cmp.process_block_medians(x, [])[1] == [] and cmp.process_block_medians(x, [150, 100])[1] == []  # counts must add up
+
+
+def test_the_interval_resamples_processes_so_process_modes_do_not_look_like_a_change():
+    # Nothing changed; each run's 3 processes sit in modes 8% apart. Blocks pooled across processes give
+    # intervals that miss 1 in most pairs; resampling processes keeps 1 inside nearly always.
+    rng = np.random.default_rng(30)
+    th = cmp.Thresholds(prior_noise=0.0)
+    plain = by_process = 0
+    trials = 40
+    for t in range(trials):
+        (b, pb), (h, ph) = process_cell(rng, 0.5), process_cell(rng, 0.5)
+        old = cmp.latency_verdict(b, h, th, key=str(t))
+        plain += not (old.ci_low <= 1 <= old.ci_high)
+        mv = cmp.latency_verdict(b, h, th, key=str(t), processes=(pb, ph))
+        by_process += not (mv.ci_low <= 1 <= mv.ci_high)
+        assert mv.verdict != cmp.REGRESSED and mv.verdict != cmp.IMPROVED
+    assert plain >= trials // 4 and by_process <= 2
+
+
+def test_a_real_slowdown_across_processes_is_still_a_regression():
+    rng = np.random.default_rng(31)
+    (b, pb), (h, ph) = process_cell(rng, 0.5, between=0.02), process_cell(rng, 0.8, between=0.02)
+    mv = cmp.latency_verdict(b, h, TH, key="k", processes=(pb, ph))
+    assert mv.verdict == cmp.REGRESSED and 1 + TH.min_effect < mv.ci_low < mv.ratio < mv.ci_high
+
+
+def test_compare_cell_passes_each_sides_processes():
+    rng = np.random.default_rng(32)
+    (b, pb), (h, ph) = process_cell(rng, 0.5), process_cell(rng, 0.5)
+    base, head = cell_with(b), cell_with(h)
+    base.result.process_samples, head.result.process_samples = pb, ph
+    th = cmp.Thresholds(prior_noise=0.0)
+    lat = cmp.compare_cell(base, head, th).metric("latency")
+    direct = cmp.latency_verdict(b, h, th, key=head.cell_key, processes=(pb, ph))
+    plain = cmp.latency_verdict(b, h, th, key=head.cell_key)
+    assert (lat.ci_low, lat.ci_high) == (direct.ci_low, direct.ci_high) != (plain.ci_low, plain.ci_high)

@@ -18,7 +18,9 @@ RUN = RunRecord("r1", "unit", "/x/unit.yaml", "", "finished", dt.datetime(2026, 
 
 
 def report_of(cells: list[CellRecord]) -> RunReport:
-    return RunReport(RUN, {}, rows_for(cells), {c.cell_key: list(c.result.samples_ns) for c in cells if c.result and c.result.samples_ns})
+    with_samples = [c for c in cells if c.result and c.result.samples_ns]
+    return RunReport(RUN, {}, rows_for(cells), {c.cell_key: list(c.result.samples_ns) for c in with_samples},
+                     process_samples={c.cell_key: list(c.result.process_samples) for c in with_samples if c.result.process_samples})
 
 
 def one(report: RunReport, target: str = "local", **constraints):
@@ -202,3 +204,115 @@ def test_measurement_warnings_are_found_by_code():
     rec = one(report_of(cells))
     [note] = [n for n in rec.notes if n.startswith("measurement warnings")]
     assert "high variance" in note and "contended" not in note
+
+
+# -- issue 15: the tie rule with processes, disagreeing statistics, excluded cells ---------------
+
+def test_cells_of_one_process_are_not_enough_to_call_a_small_win():
+    # 1.3x apart, beyond doubt within each process, but one process each: a process's mode can do that
+    cells = [ok_cell("m", "dense", "slow", 1, samples_ns(1.3, 400, seed=1), 0.9, processes=1),
+             ok_cell("m", "dense", "fast", 1, samples_ns(1.0, 400, seed=2), 0.9, processes=1)]
+    rec = one(report_of(cells))
+    assert rec.verdict == "tie" and rec.best.row.backend == "fast"
+    assert all(ci.separated and not ci.decisive for ci in rec.runner_up.vs_best)
+    assert rec.runner_up.tie_reason.startswith("not enough processes to call a win (1/1 worker processes")
+    assert any("measured in fewer than 2 worker processes" in n and "measure.processes >= 2" in n for n in rec.notes)
+    assert "tie (not enough processes to call a win" in format_text([rec])
+    # one side measured in 3 processes is not enough either
+    cells[0] = ok_cell("m", "dense", "slow", 1, samples_ns(1.3, 400, seed=1), 0.9, processes=3)
+    assert one(report_of(cells)).verdict == "tie"
+
+
+def test_one_process_still_decides_a_margin_beyond_any_process_mode():
+    from edgebench.reports.ties import ONE_PROCESS_MARGIN
+
+    cells = [ok_cell("m", "dense", "slow", 1, samples_ns(3.0, 400, seed=1), 0.9, processes=1),
+             ok_cell("m", "dense", "fast", 1, samples_ns(1.0, 400, seed=2), 0.9, processes=1)]
+    rec = one(report_of(cells))
+    assert rec.verdict == "win" and all(ci.low > ONE_PROCESS_MARGIN and not ci.decisive for ci in rec.runner_up.vs_best)
+    cells[0] = ok_cell("m", "dense", "slow", 1, samples_ns(1.8, 400, seed=1), 0.9, processes=1)  # 1.8x: a process mode can
+    assert one(report_of(cells)).verdict == "tie"
+
+
+def test_between_process_variance_makes_an_a_a_pair_a_tie():
+    # Two backends timing the same distribution, each in 3 processes whose modes differ by ~10%: pooled as
+    # independent samples they "differ" (intervals of +-1%), resampling processes they do not.
+    import numpy as np
+
+    from edgebench.reports import stats
+
+    rng = np.random.default_rng(3)
+    modes = {"A": [1.0, 1.12, 0.95], "B": [1.2, 1.05, 1.1]}
+    cells = [ok_cell("m", "dense", b, 1, [v for mode in modes[b] for v in samples_ns(mode, 400, seed=int(rng.integers(1e6)))], 0.9,
+                     params=100 if b == "A" else 200, macs=100 if b == "A" else 200) for b in modes]
+    rec = one(report_of(cells))
+    assert rec.verdict == "tie" and not rec.runner_up.same_compute
+    assert all(ci.decisive for ci in rec.runner_up.vs_best) and not all(ci.separated for ci in rec.runner_up.vs_best)
+    a, b = (report_of(cells).samples[c.cell_key] for c in cells)
+    assert not stats.pooled_compare(a, b, "median").includes_one  # the old rule called this a win
+
+
+def test_the_tie_rule_is_one_text_in_every_output(default_store):
+    from edgebench.reports import render
+    from edgebench.reports.recommend import OBJECTIVES, tie_rule
+
+    report = tables.load(default_store.store, "latest", with_samples=True)
+    rec = one(report)
+    rule = tie_rule(OBJECTIVES["p90"])
+    assert "wholly above 1" in rule and "at least 2 processes" in rule
+    assert rec.to_dict()["tie_rule"] == rule
+    assert f"note: tie rule: {rule}" in format_text([rec])
+    assert f"Tie rule: {rule}." in render.markdown(report, render.recommendations(report))
+    assert "A tie means the bootstrap interval of the latency ratio includes 1" not in render.markdown(report, render.recommendations(report))
+
+
+def test_p90_and_median_pointing_different_ways_is_a_tie_and_said_so():
+    import numpy as np
+
+    # "narrow": tight around 1.0 ms (lower p90); "tailed": a lower median (0.9 ms) but a long tail (higher p90)
+    rng = np.random.default_rng(4)
+    narrow = [int(v) for v in rng.lognormal(np.log(1.0e6), 0.02, 1200)]
+    tailed = [int(v) for v in np.where(rng.random(1200) < 0.3, rng.lognormal(np.log(1.6e6), 0.05, 1200), rng.lognormal(np.log(0.9e6), 0.02, 1200))]
+    cells = [ok_cell("m", "dense", "narrow", 1, narrow, 0.9), ok_cell("m", "dense", "tailed", 1, tailed, 0.9, params=1, macs=1)]
+    rec = one(report_of(cells))
+    assert rec.best.row.backend == "narrow" and rec.verdict == "tie"
+    p90, median = rec.runner_up.vs_best
+    assert p90.separated and median.below
+    assert "median interval below 1 (the statistics point different ways)" in rec.runner_up.tie_reason
+    [note] = [n for n in rec.notes if "point different ways for" in n]
+    assert "dense / tailed / fp32 / batch 1" in note and "p90 " in note and "median " in note
+
+
+def test_contended_and_nan_output_cells_are_excluded_never_ranked():
+    from edgebench.bench.contracts.flags import Flag
+    from edgebench.reports.recommend import Why
+
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(2.0, 200, seed=1), 0.90),
+             ok_cell("m", "dense", "busy", 1, samples_ns(0.5, 200, seed=2), 0.90, contended=True),
+             ok_cell("m", "dense", "nan", 1, samples_ns(0.4, 200, seed=3), 0.90, size=10,
+                     flags=(Flag("nan-outputs", "nan outputs: 40 non-finite values"),))]
+    rec = one(report_of(cells))
+    assert rec.best.row.backend == "A" and rec.verdict == "sole"
+    why = {e.row.backend: e for e in rec.excluded}
+    assert why["busy"].why is Why.CONTENDED and why["busy"].reason.startswith("measured while other processes used the CPU (contended")
+    assert why["nan"].why is Why.INVALID and "nan-outputs" in why["nan"].reason and "never ranked" in why["nan"].reason
+    assert "excluded:" in format_text([rec]) and "never ranked" in format_text([rec])
+    size = one(report_of(cells), objective="size")  # contention does not touch the size; invalid outputs do
+    assert {c.row.backend for c in size.candidates} == {"A", "busy"}
+    assert [e.row.backend for e in size.excluded] == ["nan"]
+    busy = one(report_of(cells[1:2]))  # nothing left: say why
+    assert busy.verdict == "none" and any("contended" in n and "idle machine" in n for n in busy.notes)
+
+
+def test_process_boundaries_round_trip_through_the_store(tmp_path):
+    from conftest import finish, new_run
+
+    store = new_run(tmp_path, "20261124-090000-0p0p")
+    cells = [ok_cell("m", "dense", "A", 1, samples_ns(1.0, 301, seed=1), 0.9, processes=3),
+             ok_cell("m", "dense", "B", 1, samples_ns(1.0, 300, seed=2), 0.9, processes=1)]
+    finish(store, "20261124-090000-0p0p", cells)
+    [a, b] = store.cells("20261124-090000-0p0p", with_samples=True)
+    assert a.result.process_samples == [101, 100, 100] and b.result.process_samples == []
+    report = tables.load(store, "latest", with_samples=True)
+    assert report.process_samples == {"m/dense/A/fp32/b1/local": [101, 100, 100]}
+    assert tables.load(store, "latest").process_samples == {}  # only with the samples they describe

@@ -99,7 +99,9 @@ def test_other_objectives_match_the_html_table(homes, objective):
     if objective == "energy":
         assert rec["best"] is None and rec["candidates"] == []
         reasons = [e["reason"] for e in rec["excluded"]]
-        assert sum("no energy sampler" in r for r in reasons) == 8 and sum("1.50 pts below dense" in r for r in reasons) == 4
+        # the contended dense torch b8 cell is excluded as contended before its energy is looked at (issue 15)
+        assert sum("no energy sampler" in r for r in reasons) == 7 and sum("1.50 pts below dense" in r for r in reasons) == 4
+        assert sum("contended" in r and "never ranked" in r for r in reasons) == 1
 
 
 def test_constraints_change_the_answer_and_are_explained(homes):

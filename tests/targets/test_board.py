@@ -26,6 +26,10 @@ class ScriptedTransport:
         self.opened = 0
         self.connected = False
         self.ran: list[str] = []
+        self.discarded = 0
+
+    async def discard_run_files(self) -> None:
+        self.discarded += 1
 
     async def open(self) -> None:
         self.opened += 1
@@ -85,11 +89,18 @@ class Job:
 
 
 class FakeStore:
-    def __init__(self) -> None:
+    def __init__(self, earlier: dict[str, dict[str, dict]] | None = None) -> None:
         self.envs: dict[str, dict] = {}
+        self.earlier = earlier or {}  # run id -> {target: fingerprint}, newest first
 
     def add_environment(self, run_id: str, target: str, env: dict) -> None:
         self.envs[target] = dict(env)
+
+    def runs(self, limit: int = 50) -> list[Any]:
+        return [type("Run", (), {"id": rid})() for rid in list(self.earlier)[:limit]]
+
+    def environments(self, run_id: str) -> dict[str, dict]:
+        return self.earlier.get(run_id, {})
 
 
 class FakeRunner:
@@ -250,3 +261,81 @@ def test_with_processes_each_process_is_a_worker_and_a_failure_names_its_process
     assert transport.ran == ["cell-0000-p1", "cell-0000-p2", "cell-0001-p1"]
     assert runner.saved[0].error == "process 2 of 2: worker killed by SIGKILL"
     assert runner.saved[1].error.startswith("connection lost to target pi during the cell")
+
+
+# -- an unreachable board says so once; cells it would not run anyway are skipped --------------
+
+class Summary:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+
+class TallyRunner(FakeRunner):
+    """Adds the failure list the real Runner keeps (one entry per failed cell)."""
+
+    def save(self, record: Record, summary: Any, replace: bool) -> None:
+        super().save(record, summary, replace)
+        if record.status == "failed":
+            summary.failures.append(f"{record.cell_key}: {record.error}")
+
+    def log_cell(self, record: Record) -> None:
+        self.logged.append(f"{record.cell_key}: {record.status} - {record.error}")
+
+
+class Down(ScriptedTransport):
+    async def open(self) -> None:
+        self.opened += 1
+        raise TargetUnreachable("target pi: cannot connect to pi.local: ConnectionRefusedError: refused")
+
+
+def _mixed_jobs(tmp_path: Path) -> list[Job]:
+    out = jobs(4, tmp_path)
+    for job, backend in zip(out, ["onnxruntime", "torch", "litert", "onnxruntime"]):
+        job.cell.backend = backend
+    return out
+
+
+def test_an_unreachable_board_is_reported_once_and_cells_it_lacks_are_skipped(tmp_path, monkeypatch):
+    transport = Down([])
+    monkeypatch.setattr(board_mod, "make_transport", lambda *a, **k: transport)
+    runner, summary = TallyRunner(tmp_path), Summary()
+    runner.store = FakeStore({"older-run": {"pi": {"backends": {"torch": {"available": False, "reason": "not installed (pip install x)"},
+                                                                "onnxruntime": {"available": True}, "litert": {"available": True}}}}})
+    profile = TargetProfile(name="pi", transport="ssh", ssh={"host": "pi.local"}, backends=["onnxruntime", "torch"])
+    asyncio.run(board_mod.Board(runner, profile, _mixed_jobs(tmp_path), 60, summary=summary, replace=False).run())
+    assert [r.status for r in runner.saved] == ["failed", "skipped", "skipped", "failed"]  # torch: lacked at its last probe; litert: not offered
+    assert len(runner.logged) == 1, runner.logged
+    (line,) = runner.logged
+    assert line.startswith("target pi: cannot connect") and "target pi: target pi" not in line
+    assert "2 cells not run, 2 skipped" in line and "edgebench run --resume run-1" in line
+    assert summary.failures == [line]  # one entry for the target, not one per cell
+    assert runner.saved[0].error.startswith("target pi: cannot connect to pi.local: ConnectionRefusedError: refused; `edgebench run --resume")
+    assert "does not offer litert" in runner.saved[2].error and "pip install" not in runner.saved[1].error
+    assert "edgebench target setup pi" in runner.saved[1].error
+
+
+def test_giving_up_mid_run_says_it_once_for_the_remaining_cells(tmp_path, monkeypatch):
+    transport = ScriptedTransport(["lost", "lost"])
+    monkeypatch.setattr(board_mod, "make_transport", lambda *a, **k: transport)
+    runner, summary = TallyRunner(tmp_path), Summary()
+    profile = TargetProfile(name="pi", transport="ssh", ssh={"host": "pi.local", "reconnect_s": 0})
+    asyncio.run(board_mod.Board(runner, profile, jobs(6, tmp_path), 60, summary=summary, replace=False).run())
+    assert [r.status for r in runner.saved] == ["failed"] * 6
+    assert len(runner.logged) == 3  # the two lost cells, then one line for the four not tried
+    assert runner.logged[-1].startswith("not run: target pi unreachable (connection lost") and "4 cells not run" in runner.logged[-1]
+    assert len(summary.failures) == 3 and transport.discarded == 0  # a failed run keeps its board files to debug
+
+
+def test_a_run_whose_cells_all_finish_removes_its_board_folder(tmp_path, monkeypatch):
+    runner, transport = run_board(tmp_path, monkeypatch, ["ok", "ok"], 2)
+    assert transport.discarded == 1
+
+
+def test_a_resumed_run_names_its_cell_files_apart_from_the_first_attempt(tmp_path, monkeypatch):
+    transport = ScriptedTransport(["ok", "ok"])
+    monkeypatch.setattr(board_mod, "make_transport", lambda *a, **k: transport)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "eval.npz").write_bytes(b"npz")
+    profile = TargetProfile(name="pi", transport="ssh", ssh={"host": "pi.local"})
+    asyncio.run(board_mod.Board(FakeRunner(tmp_path), profile, jobs(2, tmp_path), 60, summary=None, replace=True).run())
+    assert len(transport.ran) == 2 and all(n.startswith(("cell-0000-r", "cell-0001-r")) for n in transport.ran), transport.ran

@@ -95,3 +95,35 @@ def test_broken_backend_is_recorded_not_raised(monkeypatch):
     monkeypatch.setattr(type(backend), "availability", boom)
     info = probe.backend_versions()["onnxruntime"]
     assert info["available"] is False and "runtime exploded" in info["reason"] and info["version"] == "not available"
+
+
+# -- a board's fingerprint as its profile sees it (probe.for_board) --------------------------------
+
+def _board_fp() -> dict:
+    return {
+        "backends": {"torch": {"available": False, "version": "not available", "reason": "not installed (pip install 'edgebench[prune]' to get torch)"},
+                     "onnxruntime": {"available": False, "version": "not available", "reason": "not installed (pip install 'edgebench[onnxruntime]' to get onnxruntime)"},
+                     "litert": {"available": True, "version": "2.3.0", "reason": ""}},
+        "nvml": f"not available: {sensors.PYNVML_MISSING}",
+        "device_state": {"temperatures": {"nvml_c": f"not available: {sensors.PYNVML_MISSING}"}},
+        "edgebench_version": "0.1.0", "edgebench_commit": "not available", "edgebench_source": "abc123",
+    }
+
+
+def test_a_board_shows_no_install_hint_for_runtimes_its_profile_does_not_ask_for():
+    fp = probe.for_board(_board_fp(), "pi", ["onnxruntime", "litert"])
+    torch = fp["backends"]["torch"]["reason"]
+    assert "pip install" not in torch and "not in this target's extras (onnxruntime, litert)" in torch
+    assert "pip install" not in fp["nvml"] and "pynvml not in this target's extras" in fp["nvml"]
+    assert "pip install" not in fp["device_state"]["temperatures"]["nvml_c"]
+    # a runtime the profile wants but the board lacks points at `target setup`, not at the host's pip
+    ort = fp["backends"]["onnxruntime"]["reason"]
+    assert "pip install" not in ort and "edgebench target setup pi" in ort
+    assert fp["backends"]["litert"] == _board_fp()["backends"]["litert"]
+    assert fp["edgebench_commit"] == "installed wheel, source abc123"  # never a bare "@ not available"
+
+
+def test_a_profile_that_asks_for_nvml_keeps_its_hint():
+    fp = probe.for_board(_board_fp(), "gpu", ["onnxruntime", "nvml"])
+    assert fp["nvml"] == f"not available: {sensors.PYNVML_MISSING}"
+    assert probe.backend_extra("torch") == "prune" and probe.backend_extra("onnxruntime") == "onnxruntime"

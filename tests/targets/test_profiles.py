@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgebench.bench import cli_targets
 from edgebench.bench.config import load_suite
 from edgebench.bench.contracts.errors import ConfigError
 from edgebench.targets.profiles import load_profiles
@@ -110,3 +111,29 @@ def test_the_transport_follows_the_ssh_block_unless_the_profile_names_one(tmp_pa
     profiles = load_profiles(f)
     assert profiles.get("board").transport == "ssh" and not profiles.get("board").is_local
     assert profiles.get("here").is_local and profiles.get("plain").is_local
+
+
+def test_description_is_per_board_not_inherited_through_extends(tmp_path, monkeypatch):
+    f = tmp_path / "targets.yaml"
+    f.write_text(yaml.safe_dump({"targets": [{"name": "bench-pi", "extends": "raspberry-pi-5", "ssh": {"host": "10.0.0.7"}},
+                                             {"name": "lab-pi", "extends": "raspberry-pi-5", "description": "the lab's Pi"}]}))
+    profiles = load_profiles(f)
+    assert profiles.get("raspberry-pi-5").description and profiles.get("bench-pi").description == ""
+    assert profiles.get("lab-pi").description == "the lab's Pi" and profiles.parent("bench-pi") == "raspberry-pi-5"
+    lines: list[str] = []
+    monkeypatch.setattr(cli_targets, "_echo", lines.append)
+    cli_targets.print_targets(f)
+    assert "bench-pi: ssh 10.0.0.7; (no description; extends raspberry-pi-5)" in lines
+
+
+def test_targets_file_replaces_the_users_file(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".config" / "edgebench").mkdir(parents=True)
+    (home / ".config" / "edgebench" / "targets.yaml").write_text(yaml.safe_dump({"name": "from-user-file", "ssh": {"host": "a"}}))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("EDGEBENCH_TARGETS", raising=False)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"name": "from-targets-option", "ssh": {"host": "b"}}))
+    assert "from-user-file" in load_profiles().names()
+    names = load_profiles(other).names()
+    assert "from-targets-option" in names and "from-user-file" not in names  # as docs/targets.md says

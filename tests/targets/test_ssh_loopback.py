@@ -145,16 +145,26 @@ def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs
     assert f"`edgebench run --resume {run_id}` reruns it" in errors  # the lost cell names the command with this run's id
     ok_ids = {k: c.row_id for k, c in cells.items() if c.status == "ok"}
     assert len(ok_ids) == 2
+    board_run = tmp_path / "device" / "runs" / run_id
+    assert board_run.is_dir()  # a run with failed cells keeps its board folder, to debug
+    host_cells = home / "runs" / run_id / "cells"
+    first = {f.name: f.read_bytes() for f in host_cells.iterdir()}
+    assert any(n.startswith("cell-0000") and n.endswith(".stderr.txt") for n in first), sorted(first)  # board cells keep stderr on the host
+    assert any(n.endswith(".result.json") for n in first) and any(n.endswith(".spec.json") for n in first)
 
     resumed = cli("run", "--resume", run_id, "--targets", str(targets), "--home", str(home), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "2 cells already finished are kept" in resumed.stdout
     after = {c.cell_key: c for c in store.cells(run_id, with_samples=False)}
-    assert all(c.status == "ok" for c in after.values()) and len(after) == 4
+    assert all(c.status == "ok" for c in after.values()) and len(after) == 4, {k: (c.status, c.error) for k, c in after.items()}
     assert {k: after[k].row_id for k in ok_ids} == ok_ids  # finished cells were not measured again
     for key in failed:
         assert after[key].facts["previous_attempt"] == failed[key]
     assert store.run(run_id).status == "finished"
+    assert not board_run.exists()  # every cell done and back on the host: the board's run folder is removed
+    now = {f.name: f.read_bytes() for f in host_cells.iterdir()}
+    assert {n: now[n] for n in first} == first  # the resume numbered its cells apart: no earlier file overwritten
+    assert any("-r" in n for n in set(now) - set(first)), sorted(now)
 
 
 def test_names_with_spaces_quotes_and_semicolons_go_through_safely(ssh_loopback, built, tmp_path):

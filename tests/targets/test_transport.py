@@ -74,6 +74,13 @@ def test_missing_identity_file_names_the_fix(tmp_path):
         asyncio.run(SSHTransport(profile, run_id="r").open())
 
 
+def test_missing_known_hosts_gives_the_keyscan_command_with_the_port(tmp_path):
+    kh = tmp_path / "known_hosts"
+    profile = TargetProfile(name="k", transport="ssh", ssh={"host": "10.0.0.7", "port": 2222, "known_hosts": str(kh)})
+    with pytest.raises(TargetUnreachable, match=rf"known_hosts {kh} not found; add the board's host key with `ssh-keyscan -p 2222 10.0.0.7 >> {kh}`"):
+        asyncio.run(SSHTransport(profile, run_id="r").open())
+
+
 @pytest.mark.slow
 def test_an_unreachable_board_fails_its_cells_and_the_local_cells_still_run(built, write_suite, tmp_path):
     home = tmp_path / "home"
@@ -90,6 +97,9 @@ def test_an_unreachable_board_fails_its_cells_and_the_local_cells_still_run(buil
     assert cells["gone"].status == "failed" and "target gone: cannot connect to 127.0.0.1" in cells["gone"].error
     assert "error" in runner.store.environments(summary.run_id)["gone"]
     assert (summary.cells_ok, summary.cells_failed) == (1, 1)
+    said = [line for line in log if "target gone" in line]
+    assert len(said) == 1 and "target gone: target gone" not in said[0] and "1 cell not run" in said[0], said  # once per target
+    assert len(summary.failures) == 1
 
 
 def test_transports_are_registered_and_picked_by_the_profile(tmp_path):
@@ -108,3 +118,15 @@ def test_the_ssh_build_cache_is_under_the_workdir_once_connected():
         t.build_cache_dir()
     t.root = t._remote_path(t.profile.workdir, "/home/pi")
     assert t.build_cache_dir() == "/home/pi/eb/builds"  # the same folder for every run: builds are reused
+
+
+def test_board_cell_files_go_to_a_per_target_folder_named_by_a_digest_and_are_kept_on_the_host(tmp_path):
+    nasty = "lab pi'; rm -rf ~"
+    t = SSHTransport(TargetProfile(name=nasty, ssh={"host": "pi"}), "20260101-000000-abcd", cells_dir=tmp_path / "cells")
+    t.root = "/home/pi/.cache/edgebench"
+    folder = t._run_folder()
+    assert folder.startswith("/home/pi/.cache/edgebench/runs/20260101-000000-abcd/t") and nasty not in folder
+    assert folder.rsplit("/", 1)[1][1:].isalnum()
+    t._keep("cell-0001", "stderr.txt", "Traceback: boom\n")
+    assert (tmp_path / "cells" / "cell-0001.stderr.txt").read_text() == "Traceback: boom\n"
+    SSHTransport(TargetProfile(name="pi", ssh={"host": "pi"}), "r")._keep("x", "spec.json", "{}")  # no host folder: nothing kept, no error
