@@ -283,7 +283,7 @@ def _calibrate(model: Path, images: np.ndarray, method: Any) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(model, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"), calibrate_method=method,
                                        extra_options=HISTOGRAM_OPTIONS.get(method.name, {}))
-        calibrator.collect_data(_Reader(images))
+        calibrator.collect_data(_Reader(images, _input_name(model)))
         save_tensors_data(calibrator.compute_data(), cache)
     return cache
 
@@ -299,15 +299,26 @@ def _agreement(fp32: Path, quantized: Path, images: np.ndarray) -> float:
     return float(np.mean(top1(fp32) == top1(quantized)))
 
 
+def _input_name(model: Path) -> str:
+    """The graph's one real input (a user's ONNX file need not call it "input"; initializers listed as
+    inputs by old exporters are not fed)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in weights)
+
+
 class _Reader:
     """ONNX Runtime's CalibrationDataReader protocol over an array, one image per call."""
 
-    def __init__(self, data: np.ndarray) -> None:
+    def __init__(self, data: np.ndarray, name: str = "input") -> None:
         self._images = iter(np.ascontiguousarray(data[i : i + 1], dtype=np.float32) for i in range(len(data)))
+        self._name = name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         image = next(self._images, None)
-        return None if image is None else {"input": image}
+        return None if image is None else {self._name: image}
 
     def rewind(self) -> None:  # pragma: no cover - not used by single-pass calibration
         raise NotImplementedError

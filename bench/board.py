@@ -367,6 +367,11 @@ def remeasured(attempts: list[CellResult]) -> CellResult:
     kept = quiet[0] if quiet else min(attempts, key=lambda r: r.contention.other_cpu_share or 0.0)
     shares = [r.contention.other_cpu_share for r in attempts]
     kept.contention = dataclasses.replace(kept.contention, attempts=len(attempts), attempt_other_shares=shares)
+    first = attempts[0].evidence
+    if kept is not attempts[0] and first is not None and first.build is not None and kept.evidence is not None:
+        # The device build happened in the first attempt; later ones found it cached. The cell's
+        # record says how its artifact came to be on the device, so it keeps the first attempt's facts.
+        kept.evidence = dataclasses.replace(kept.evidence, build=first.build)
     if not quiet and len(attempts) > 1:
         seen = ", ".join("?" if v is None else f"{v:.0%}" for v in shares)
         kept.flags = [Flag("contended", f"contended in all {len(attempts)} attempts (other processes used {seen} of the CPU); "

@@ -286,7 +286,8 @@ def _reject_repeats(suite: Suite, source: Path) -> None:
 def _check_timeout(suite: Suite, source: Path) -> None:
     """A ``cell_timeout_s`` no worker process could meet: each process warms up fully and measures
     1/N of ``min_seconds`` (bench/board.py ``per_process``), under the timeout of its own. Only the
-    clearly impossible is refused: loading the model and the quiet wait come on top of this floor."""
+    clearly impossible is refused: loading the model and the quiet gate's wait (at most ``quiet_wait_s``,
+    nothing on a quiet machine) come on top of this floor."""
     m = suite.measure
     processes = max(1, m.processes)
     floor = m.warmup_seconds + m.min_seconds / processes

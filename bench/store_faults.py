@@ -22,25 +22,27 @@ _REFUSED = ("disk is full", "readonly database", "disk I/O error")
 def check_sqlite_file(path: Path) -> None:
     """Refuse, without changing a byte, a file that is not SQLite, is damaged, or is another program's database.
 
-    Read with the standard library and only read: the store's own connections set WAL mode, which
-    rewrites the header of a database not in WAL mode yet. A PostgreSQL database may hold other
-    applications' tables beside edgebench's; a SQLite file is edgebench's alone."""
+    Read through SQLite itself, with a SELECT only: the store's own connections set WAL mode, which rewrites the
+    header of a database not in WAL mode yet. Never with a plain ``open()``: closing any descriptor of
+    the file drops this process's POSIX locks on it, including those a Store already open in this
+    process holds, and another process then takes itself for the last user and resets the WAL under it
+    ("database disk image is malformed" on the next open here). SQLite keeps its own descriptors open
+    while locks are held. A PostgreSQL database may hold other applications' tables beside edgebench's;
+    a SQLite file is edgebench's alone."""
     try:
         if path.stat().st_size == 0:
             return  # a new store
-        with open(path, "rb") as f:
-            header = f.read(16)
     except FileNotFoundError:
         return
-    if header != b"SQLite format 3\x00":
-        raise EdgebenchError(f"{path}: not an edgebench store (not a SQLite file); {_UNTOUCHED}, {_START_OVER}")
     try:
-        conn = sqlite3.connect(path)
+        conn = sqlite3.connect(path)  # a SELECT changes no byte of the file
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
+        if "file is not a database" in str(exc):
+            raise EdgebenchError(f"{path}: not an edgebench store (not a SQLite file); {_UNTOUCHED}, {_START_OVER}") from None
         raise EdgebenchError(f"{path}: not a readable edgebench store ({one_line(exc, 200)}); {_UNTOUCHED}, {_START_OVER}") from None
     if tables and "runs" not in tables:
         raise EdgebenchError(f"{path}: a SQLite database without edgebench's tables ({', '.join(sorted(tables)[:5])}); {_UNTOUCHED}")

@@ -93,3 +93,23 @@ def test_unknown_calibration_method_and_missing_calibration_are_clear(fp32_onnx,
         ort.quantize(src, tmp_path / "x.onnx", "int8", Calibration(images, "kl"))
     with pytest.raises(ValueError, match="needs calibration data"):
         ort.quantize(src, tmp_path / "y.onnx", "int8", None)
+
+
+def test_a_user_onnx_whose_input_is_not_called_input_calibrates(fp32_onnx, tmp_path):
+    # a user's file names its input as its exporter chose ("x" here); calibration feeds that name
+    import onnx
+
+    src, images = fp32_onnx
+    model = onnx.load(str(src))
+    old = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = ["x" if name == old else name for name in node.input]
+    model.graph.input[0].name = "x"
+    renamed = tmp_path / "x.onnx"
+    onnx.save(model, str(renamed))
+    out = ort.quantize(renamed, tmp_path / "q.onnx", "int8", Calibration(images), {"reduce_range": False})
+    assert out.facts["quantization"]["kind"] == "static"
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "x" and session.run(None, {"x": images[:2].astype(np.float32)})[0].shape[0] == 2

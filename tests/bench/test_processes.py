@@ -135,6 +135,18 @@ def test_a_cell_contended_in_every_attempt_keeps_the_flag_and_the_least_contende
     assert "all 3 attempts" in flag.text and "60%, 30%, 50%" in flag.text and "excluded from wins" in flag.text
 
 
+def test_a_remeasured_cell_keeps_the_first_attempts_device_build_facts():
+    # the first attempt built the artifact on the device; the kept (quiet) attempt found it cached
+    from edgebench.bench.contracts.evidence import BuildFacts, Evidence
+
+    first, quiet = quiet_part(0.6), quiet_part(0.01, seed=9)
+    first.evidence = Evidence(runtime="onnxruntime", build=BuildFacts("k", False, 1.5, 10, "model.opt.onnx"))
+    quiet.evidence = Evidence(runtime="onnxruntime", build=BuildFacts("k", True, None, 10, "model.opt.onnx"))
+    result, _ = measure_with([first, quiet])
+    assert result.samples_ns == quiet.samples_ns
+    assert result.evidence.build.cached is False and result.evidence.build.build_s == 1.5
+
+
 def test_an_uncontended_cell_is_measured_once_and_remeasure_can_be_off():
     result, names = measure_with([quiet_part(0.01), quiet_part(0.01)])
     assert names == ["cell-0003"] and result.contention.attempts == 1 and result.contention.attempt_other_shares == [0.01]

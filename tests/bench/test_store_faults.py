@@ -148,3 +148,22 @@ def _umask() -> int:
     os.umask(old)
     return old
 
+
+
+def test_checking_a_store_file_does_not_break_a_store_open_in_this_process(tmp_path):
+    # A plain open()/close() of the file would drop this process's SQLite locks: another process then
+    # resets the WAL under the Store open here and the next check reads "database disk image is malformed".
+    import subprocess
+    import sys
+
+    path = tmp_path / "edgebench.sqlite"
+    held = Store(path)
+    held.runs()
+    writer = ("import sqlalchemy as sa\nfrom edgebench.bench.store import Store\n"
+              f"s = Store({str(path)!r})\nwith s.engine.begin() as c:\n"
+              "    c.execute(sa.text('create table if not exists big(x)'))\n"
+              "    c.execute(sa.text('insert into big values ' + ','.join(['(randomblob(100))'] * 20000)))\n")
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", writer], check=True)
+        held.runs()
+        assert Store(path).runs() == []  # opened (and checked) again while `held` is open
