@@ -40,9 +40,11 @@ from edgebench.targets.version import version_mismatch
 # After this many cells in a row could not reach the target, the rest are failed without trying.
 GIVE_UP_AFTER = 2
 RECONNECT_POLL_S = 5.0
-# Per-process medians further apart than this ratio raise ``processes-disagree`` (it was 1 + 2 x the
-# old cov_warn default of 5%; cov_warn is now off by default, so the ratio is fixed here).
-PROCESSES_DISAGREE = 1.10
+# Per-process medians further apart than this ratio raise ``processes-disagree``. The intervals already
+# resample processes, so this warns only of a swing beyond the usual: in two idle default runs here
+# (3 processes per cell) the per-process p50 spread was 1.00-2.06x, and at 1.10 (the old rule,
+# 1 + 2 x the old cov_warn) 11-16 of 30 cells warned; at 1.4, 5 of 30 (ORT b1 cells, bimodal).
+PROCESSES_DISAGREE = 1.4
 
 
 class Board:
