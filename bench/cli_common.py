@@ -8,6 +8,7 @@ second, which ``edgebench --help`` and every mistyped command would otherwise pa
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -55,6 +56,7 @@ def require_store(location: str) -> None:
 
 
 def global_options(
+    ctx: typer.Context,
     home: Optional[Path] = typer.Option(None, "--home", help="Folder for the store, the build cache and reports, for every command (also after the command)."),
     store: Optional[str] = typer.Option(None, "--store", help="Store path or SQLAlchemy URL, for every command (also after the command)."),
 ) -> None:
@@ -62,11 +64,20 @@ def global_options(
 
     The app's callback runs before click parses the subcommand, and every subcommand's ``--home`` /
     ``--store`` falls back on EDGEBENCH_HOME / EDGEBENCH_STORE, so setting those here reaches every
-    command (the worker children inherit the same value); an option after the command still wins."""
-    if home is not None:
-        os.environ["EDGEBENCH_HOME"] = str(home)
-    if store is not None:
-        os.environ["EDGEBENCH_STORE"] = store
+    command (the worker children inherit the same value); an option after the command still wins.
+    The previous values come back when the command ends, so a program (or a test) that calls the CLI
+    in its own process is not left pointing at that home."""
+    for name, value in (("EDGEBENCH_HOME", None if home is None else str(home)), ("EDGEBENCH_STORE", store)):
+        if value is not None:
+            ctx.call_on_close(functools.partial(_restore_env, name, os.environ.get(name)))
+            os.environ[name] = value
+
+
+def _restore_env(name: str, old: str | None) -> None:
+    if old is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = old
 
 
 def echo(text: str) -> None:

@@ -97,6 +97,7 @@ def test_a_store_file_that_is_not_sqlite_is_one_line_and_untouched(invoke, tmp_p
 
 
 def test_home_before_or_after_the_command(invoke, home, tmp_path):
+    env = (os.environ.get("EDGEBENCH_HOME"), os.environ.get("EDGEBENCH_STORE"))
     after = invoke("runs", "--home", str(home))
     before = invoke("--home", str(home), "runs")
     assert after.exit_code == before.exit_code == 0, before.output
@@ -106,6 +107,8 @@ def test_home_before_or_after_the_command(invoke, home, tmp_path):
     assert both.exit_code == 0 and "aaaa0000" in both.output
     store = invoke("--store", str(home / "edgebench.sqlite"), "show", "latest")
     assert store.exit_code == 0 and "run 20260101-000000-aaaa0000" in store.output
+    # the command's home does not outlive it in this process (later commands, children, tests)
+    assert (os.environ.get("EDGEBENCH_HOME"), os.environ.get("EDGEBENCH_STORE")) == env
 
 
 def test_show_into_a_pipe_prints_one_line_per_row(invoke, home):
