@@ -421,7 +421,7 @@ def _explain(rec: Recommendation) -> None:
         if same:
             notes.append(f"{len(same)} tied candidate(s) run the same computation as the best ({', '.join(label(k.row) for k in same)}): "
                          "their zeros are stored and run dense, with the same parameters and MACs, so any latency difference between them is measurement noise")
-        thin = [k for k in rec.tied if not k.same_compute and k.tie_reason.startswith("not enough processes")]
+        thin = [k for k in rec.tied if not k.same_compute and ties.too_few_processes(k.vs_best)]
         if thin:
             notes.append(f"{len(thin)} candidate(s) tie only because a cell was measured in fewer than {MIN_PROCESSES} worker processes: not enough "
                          f"processes to call a win closer than {ties.ONE_PROCESS_MARGIN:g}x (one process's samples cannot show the variance "

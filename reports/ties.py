@@ -43,12 +43,23 @@ def tie_reason(cis: list[RatioCI]) -> str | None:
         below = [ci.statistic for ci in open_ if ci.below]
         parts = [f"{ci.statistic} interval {'below' if ci.below else 'includes'} 1" for ci in open_]
         return "; ".join(parts) + ("" if not below or len(below) == len(cis) else " (the statistics point different ways)")
-    thin = [ci for ci in cis if not ci.decisive and ci.low <= ONE_PROCESS_MARGIN]
+    thin = _short_of_processes(cis)
     if thin:
         procs = "/".join(map(str, thin[0].processes))
         return (f"not enough processes to call a win ({procs} worker processes; an interval needs {MIN_PROCESSES} per cell "
                 f"to include between-process variance, or to lie above {ONE_PROCESS_MARGIN:g})")
     return None
+
+
+def _short_of_processes(cis: list[RatioCI]) -> list[RatioCI]:
+    """The intervals too few processes keep from deciding (one-process cells, not beyond the margin)."""
+    return [ci for ci in cis if not ci.decisive and ci.low <= ONE_PROCESS_MARGIN]
+
+
+def too_few_processes(cis: list[RatioCI]) -> bool:
+    """Whether the intervals would call a win but for too few worker processes: every interval wholly
+    above 1, and one of them from a cell of one process, not beyond the margin."""
+    return all(ci.separated for ci in cis) and bool(_short_of_processes(cis))
 
 
 def disagreement(cis: list[RatioCI]) -> str | None:
