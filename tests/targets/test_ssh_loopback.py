@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgebench.bench.contracts.flags import CODES
 from edgebench.bench.store import Store
 
 pytestmark = pytest.mark.slow
@@ -87,7 +88,11 @@ def test_loopback_run_has_the_shape_of_a_local_run_and_copies_files_once(ssh_loo
         assert r.status == l.status == "ok", (r.error, l.error)
         assert r.target == "ssh-loopback" and l.target == "local"
         rd, ld = r.result.to_dict(), l.result.to_dict()
-        assert {k for k, v in rd.items() if v not in (None, [], {})} == {k for k, v in ld.items() if v not in (None, [], {})}
+        # flags follow the measurement's noise (a busy CI machine flags one side high-variance or
+        # contended), so the shape compared is every other field; a flag must still be a known code
+        filled = lambda d: {k for k, v in d.items() if v not in (None, [], {}) and k != "flags"}
+        assert filled(rd) == filled(ld)
+        assert all(f.code in CODES and f.code != "other" for f in r.result.flags + l.result.flags)
         assert r.result.accuracy.top1 == l.result.accuracy.top1  # same artifact, same data, other machine path
         assert len(r.result.samples_ns) >= FAST["min_runs"]
         assert r.result.device["timeline"] and {"t", "phase"} <= set(r.result.device["timeline"][0])
