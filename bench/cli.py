@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.bench import cli_list, cli_regress, cli_reports, cli_targets
+from edgebench.bench import cli_fit, cli_list, cli_regress, cli_reports, cli_targets
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, global_options, open_store, require_store
 from edgebench.bench.cli_common import paths as _paths
 from edgebench.bench.contracts.errors import EdgebenchError
@@ -54,7 +54,12 @@ def run(
     runner = None
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
-            runner = Runner(paths, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True), progress=progress)
+            def log(m: str) -> None:
+                progress.console.print(m, markup=False, soft_wrap=True)
+
+            if loaded.suite.fits and resume is None:  # the suite's fitted recipes join its recipes (edgebench fit)
+                cli_fit.fit_suite_entries(loaded, paths, targets_file, progress, log)
+            runner = Runner(paths, log=log, progress=progress)
             summary = runner.run(loaded, resume=resume)
     except KeyboardInterrupt:
         # typer would turn this into a silent exit 130 before main() saw it: say what was kept, here
@@ -178,6 +183,7 @@ cli_list.register(app)  # edgebench list backends/models/recipes/methods/dataset
 cli_reports.register(app)  # edgebench recommend
 cli_regress.register(app)  # compare, check, baseline, history, export
 cli_targets.register(app)  # target list/show/probe/setup
+cli_fit.register(app)  # fit: prune to a latency budget measured on the target
 
 
 def main() -> None:

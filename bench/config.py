@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, create_model, field_validator
 
 from edgebench.backends import base
 from edgebench.bench.contracts.errors import ConfigError, from_validation_error, load_yaml
+from edgebench.bench.contracts.fit import parse_budget
 from edgebench.bench.contracts.identity import CellId
 from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.contracts.strict import Strict
@@ -89,6 +90,32 @@ def _settings_model(settings: type, name: str) -> type[Strict]:
 Measure = _settings_model(MeasureSettings, "Measure")
 
 
+class FitEntry(Strict):
+    """``fits:`` in a suite: ``edgebench run`` fits MODEL to BUDGET on each of the suite's targets first
+    (bench/fit.py; a stored lookup table is reused) and measures the fitted recipe like the others."""
+
+    model: str
+    budget: str = Field(..., description="4ms, 400us or a share of the dense p50 such as 0.5x")
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    batch: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, le=1024)
+    steps: int = Field(3, ge=1, le=10)
+    epochs_per_step: int = Field(1, ge=0, le=1000)
+    finetune_epochs: int = Field(3, ge=0, le=1000)
+    max_accuracy_drop: float | None = Field(1.0, ge=0)
+    quick: bool = Field(False, description="short measurements (edgebench fit --quick): for trying, not for decisions")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str) -> str:
+        try:
+            parse_budget(v)
+        except ConfigError:
+            raise ValueError(f"{v!r} is not a budget: give a latency (4ms, 400us) or a share of the dense p50 (0.5x)") from None
+        return v
+
+
 class Suite(Strict):
     name: str = "custom"
     description: str = ""
@@ -102,6 +129,7 @@ class Suite(Strict):
     threads: int | None = Field(None, ge=1, le=1024, description="default intra-op threads for every backend")
     measure: Measure = Field(default_factory=Measure)
     cell_timeout_s: float = Field(300.0, gt=0)
+    fits: list[FitEntry] = Field(default_factory=list, description="models fitted to a latency budget before the cells (edgebench fit)")
 
     def model_names(self) -> list[str]:
         return [m if isinstance(m, str) else m.name for m in self.models]

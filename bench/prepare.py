@@ -125,6 +125,10 @@ class Preparer:
             self._datasets[(name, size)] = datasets.load(name, size)
         return self._datasets[(name, size)]
 
+    def module_of(self, entry: Entry) -> Any:
+        """The PyTorch module of a dense or pruned entry (eval mode)."""
+        return self._module(entry)
+
     def _module(self, entry: Entry) -> Any:
         import torch
 

@@ -109,11 +109,12 @@ class Runner:
         self.previous_errors: dict[str, str] = {}  # a resumed run's failed cells: key -> their error
 
     def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None, resume: str | None = None,
-            only: set[str] | None = None, confirm_of: str | None = None) -> RunSummary:
+            only: set[str] | None = None, confirm_of: str | None = None, run_status: str | None = None) -> RunSummary:
         """Run the suite's cells (``only``: just these cell keys) into a new run, or finish run ``resume``.
 
         ``confirm_of`` marks the new run as a re-measurement of that run's cells: it is stored with status
-        ``confirmation``, which ``latest`` and the history leave out.
+        ``confirmation``, which ``latest`` and the history leave out. ``run_status`` is the status a run that
+        finishes gets instead of ``finished`` (``fit``: the measurements of ``edgebench fit``, also left out).
         """
         t0 = time.perf_counter()
         targets = {n: p.model_dump() for n, p in loaded.profiles.items()}
@@ -130,7 +131,7 @@ class Runner:
             c = preparer.counters
             summary.trained, summary.pruned, summary.exported, summary.cache_hits = c.trained, c.pruned, c.exported, c.cache_hits
             asyncio.run(self._measure_targets(loaded, jobs, loaded.suite.cell_timeout_s, summary, replace=bool(resume)))
-            status = CONFIRMATION if confirm_of else "finished"
+            status = run_status or (CONFIRMATION if confirm_of else "finished")
             if resume is None and only is None:  # all skipped: nothing measured is a configuration error (exit 2)
                 check_something_measured(loaded.source, [(c.status, c.error) for c in self.store.cells(run_id, with_samples=False)])
         except KeyboardInterrupt:

@@ -25,13 +25,18 @@ from edgebench.bench.contracts.errors import EdgebenchError, one_line
 from edgebench.bench.contracts.identity import FIELDS, CellFields, CellId
 from edgebench.bench.contracts.results import CellResult
 from edgebench.bench.store_faults import check_sqlite_file, open_error, refused_writes
+from edgebench.bench.store_fit import FitStore
 
-SCHEMA_VERSION = 3  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
-REVISIONS = ("0001", "0002", "0003")  # Alembic revisions in bench/migrations/versions, oldest first
+SCHEMA_VERSION = 4  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
+REVISIONS = ("0001", "0002", "0003", "0004")  # Alembic revisions in bench/migrations/versions, oldest first
 HEAD = REVISIONS[-1]
 # Status of a run that re-measured some cells of another run (`edgebench check --confirm`): kept in the
 # store for the record, left out of `latest` and of a cell's history so it never becomes a night of its own.
 CONFIRMATION = "confirmation"
+# Status of a run that measured candidates for `edgebench fit` (bench/fit.py): kept with every sample, left
+# out of `latest` and of cell histories like a confirmation (a fit's table is not a night of the suite).
+FIT = "fit"
+_NOT_NIGHTS = (CONFIRMATION, FIT)
 _PG_MIGRATION_LOCK = 0x6564676562656E63  # "edgebenc": pg_advisory_xact_lock key that serialises migrations
 metadata = sa.MetaData()
 
@@ -105,6 +110,31 @@ baselines = sa.Table(
 )
 sa.Index("ix_cells_coordinates", *(cells.c[f] for f in FIELDS))
 
+# `edgebench fit` (revision 0004): latency lookup tables and fit results, each the contract dataclass as JSON
+# (bench/contracts/fit.py); the Store methods that read and write them are in bench/store_fit.py.
+latency_tables = sa.Table(
+    "latency_tables", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("backend", sa.String(100), nullable=False),
+    sa.Column("precision", sa.String(20), nullable=False),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("table", sa.JSON, nullable=False),
+    sa.Index("ix_latency_tables_model_target", "model", "target"),
+)
+
+fits = sa.Table(
+    "fits", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+)
+
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -168,7 +198,7 @@ class CellRecord(CellFields):
     row_id: int | None = None  # set by Store.add_cell and when read back
 
 
-class Store:
+class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' methods: store_fit.py
     """Open a store at a path or SQLAlchemy URL, creating it or upgrading its schema in place if needed.
 
     ``postgresql://`` URLs use psycopg 3 (``pip install 'edgebench[postgres]'``).
@@ -311,7 +341,7 @@ class Store:
             back = int(run_id[7:])
         with self.engine.connect() as conn:
             if run_id == "latest" or back:
-                found = conn.execute(sa.select(runs.c.id).where(runs.c.status != CONFIRMATION)
+                found = conn.execute(sa.select(runs.c.id).where(runs.c.status.notin_(_NOT_NIGHTS))
                                      .order_by(runs.c.created_at.desc(), runs.c.id.desc()).offset(back).limit(1)).scalar()
             else:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).scalar()
@@ -390,7 +420,7 @@ class Store:
         """
         cell = CellId(model, recipe, backend, precision, batch, target)
         q = (sa.select(cells.c.id).join(runs, runs.c.id == cells.c.run_id)
-             .where(*(cells.c[f] == v for f, v in zip(FIELDS, cell.parts())), runs.c.status != CONFIRMATION))
+             .where(*(cells.c[f] == v for f, v in zip(FIELDS, cell.parts())), runs.c.status.notin_(_NOT_NIGHTS)))
         if until is not None:
             q = q.where(runs.c.created_at <= sa.select(runs.c.created_at).where(runs.c.id == self.resolve(until)).scalar_subquery())
         with self.engine.connect() as conn:

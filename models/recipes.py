@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -132,6 +132,11 @@ class Method:
         ``{"pattern": "2:4"}``: the pattern survived export). Default: nothing to check."""
         return {}
 
+    def check(self, params: Any, schedule: Schedule) -> str | None:
+        """A cross check of ``params`` against ``schedule`` that the params model alone cannot do:
+        the problem as ``"key: what is wrong; the fix"`` (``parse`` adds the source), or None."""
+        return None
+
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -247,6 +252,39 @@ class NetworkSlimming(Method):
         return pruning.network_slimming(module, params.ratio, params.l1, params.epochs, params.global_, ctx.schedule, ctx)
 
 
+class ChannelWidthsParams(Strict):
+    steps: list[dict[str, Annotated[int, Field(ge=1)]]] = Field(..., min_length=1, description="per step: channel group -> kept width")
+    importance: Literal["l1", "l2"] = "l2"
+
+
+@METHODS.register
+class ChannelWidths(Method):
+    """Per-group widths reached in steps (what `edgebench fit` writes)."""
+
+    name = "channel_widths"
+    params = ChannelWidthsParams
+    schedules = ("one_shot", "iterative")
+
+    def check(self, params: ChannelWidthsParams, schedule: Schedule) -> str | None:
+        n = len(params.steps)
+        if schedule.kind == "one_shot" and n != 1:
+            return f"params.steps: a one_shot schedule takes exactly one step, got {n}; use schedule kind: iterative with steps: {n}"
+        if schedule.kind == "iterative" and schedule.steps != n:
+            return f"params.steps: lists {n} steps but schedule.steps is {schedule.steps}; make them equal"
+        narrowest: dict[str, int] = {}
+        for i, step in enumerate(params.steps):
+            for group, w in step.items():
+                if w > narrowest.get(group, w):
+                    return f"params.steps[{i}].{group}: width {w} widens the group an earlier step narrowed to {narrowest[group]}; widths may only shrink"
+                narrowest[group] = min(w, narrowest.get(group, w))
+        return None
+
+    def prune(self, module: Any, params: ChannelWidthsParams, ctx: PruneContext) -> Any:
+        from edgebench.models import fit
+
+        return fit.channel_widths(module, params.steps, params.importance, ctx.schedule, ctx)
+
+
 def builtin_names() -> list[str]:
     return sorted(p.stem for p in LIBRARY.glob("*.yaml"))
 
@@ -287,6 +325,9 @@ def parse(data: dict[str, Any], source: str | Path) -> Recipe:
         supported = ", ".join(m.schedules)
         fix = "remove schedule (one-shot is the default)" if m.schedules == ("one_shot",) else f"use one of: {supported}"
         raise ConfigError(f"{source}: schedule.kind: method {recipe.method!r} does not support schedule kind {recipe.schedule.kind} (supported: {supported}); {fix}")
+    problem = m().check(m.params.model_validate(recipe.params), recipe.schedule)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
     return recipe
 
 

@@ -156,6 +156,19 @@ def hierarchical_replicates(samples: Sequence[float] | np.ndarray, statistic: st
     return Resampled(statistic, point(x, statistic), reps, g, processes_of(x.size, process_samples))
 
 
+def statistic_interval(samples: Sequence[float] | np.ndarray, statistic: str = "median", process_samples: Sequence[int] | None = None,
+                       key: str = "", level: float = LEVEL) -> tuple[float, float, float]:
+    """(point, low, high): one cell's statistic with the same Student interval as the ratios below (log
+    scale, the replicates' variance x P/(P-1), P - 1 degrees of freedom; pseudo-blocks for one process)."""
+    from scipy import stats as sps
+
+    r = hierarchical_replicates(samples, statistic, process_samples, seed=seed_for(key, statistic))
+    var, df = _side(r)
+    crit = float(sps.t.ppf(1 - (1 - level) / 2, df)) if math.isfinite(df) else float(sps.norm.ppf(1 - (1 - level) / 2))
+    se = math.sqrt(var)
+    return r.point, r.point * math.exp(-crit * se), r.point * math.exp(crit * se)
+
+
 # -- the interval of a ratio --------------------------------------------------------------------
 
 @dataclass

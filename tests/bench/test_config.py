@@ -415,3 +415,18 @@ def test_a_run_whose_every_cell_is_skipped_is_a_configuration_error(write_suite,
     (run,) = runner.store.runs()
     assert run.status == "finished"  # the skipped cells are stored with their reasons
     assert [c.status for c in runner.store.cells(run.id, with_samples=False)] == ["skipped", "skipped"]
+
+
+# -- fits: (edgebench fit as a suite entry) ---------------------------------------------------------
+
+def test_a_fits_entry_with_a_budget_that_is_no_latency_is_one_line_naming_it(write_suite):
+    path = write_suite("suite.yaml", {**VALID, "fits": [{"model": "small_cnn", "budget": "fast"}]})
+    msg = config_error(path)
+    assert_one_line(msg)
+    assert str(path) in msg and "fits[0].budget" in msg.replace("fits.0.budget", "fits[0].budget") and "0.5x" in msg
+
+
+def test_a_fits_entry_is_read_with_its_defaults(write_suite):
+    loaded = load_suite(write_suite("suite.yaml", {**VALID, "fits": [{"model": "small_cnn", "budget": "0.5x"}]}))
+    entry = loaded.suite.fits[0]
+    assert (entry.backend, entry.precision, entry.batch, entry.steps, entry.quick) == ("onnxruntime", "fp32", 1, 3, False)

@@ -18,7 +18,7 @@ from edgebench.models import data, recipes, zoo
 def test_families_are_registries():
     assert isinstance(recipes.METHODS, Registry) and isinstance(zoo.MODELS, Registry) and isinstance(data.DATASETS, Registry)
     assert zoo.ZOO is zoo.MODELS  # the name the CLI and the suite config read
-    assert recipes.METHODS.names() == ["channel", "dense", "magnitude_unstructured", "network_slimming", "semi_structured_2_4"]
+    assert recipes.METHODS.names() == ["channel", "channel_widths", "dense", "magnitude_unstructured", "network_slimming", "semi_structured_2_4"]
     assert zoo.MODELS.names() == ["mobilenetv2_224", "mobilenetv2_32", "resnet18_224", "resnet20", "small_cnn"]
     assert data.DATASETS.names() == ["digits", "synthetic"]
     assert data.DATASETS["digits"] is data.digits and recipes.METHODS["dense"] is recipes.Dense
@@ -35,7 +35,7 @@ def test_unknown_names_are_key_errors_listing_the_known_ones():
         zoo.entry("small_cn")
     with pytest.raises(KeyError, match="unknown dataset 'imagenet'; built-in datasets: digits, synthetic, or a path"):
         data.load("imagenet")
-    with pytest.raises(ConfigError, match="method: unknown method 'snip'; choose one of: channel, dense"):
+    with pytest.raises(ConfigError, match="method: unknown method 'snip'; choose one of: channel, channel_widths, dense"):
         recipes.parse({"name": "r", "method": "snip"}, "<test>")
 
 

@@ -211,3 +211,18 @@ def test_the_device_build_runs_on_the_board_and_is_cached_there(ssh_loopback, ho
     assert first.cached is False and second.cached is True and first.key == second.key
     assert (workdir / "builds" / first.key / "model.opt.onnx").exists()  # on the board, not in the host's cache
     assert not (home / "cache" / "device-builds" / first.key).exists()
+
+
+def test_fit_measures_its_lookup_table_on_the_board(ssh_loopback, home, tmp_path):
+    """`edgebench fit` over SSH: the table's cells run on the board's worker, keyed by the board's fingerprint."""
+    targets = ssh_loopback.write_targets(tmp_path / "targets.yaml", ssh_loopback.server.profile(workdir=tmp_path / "device"))
+    out = cli("fit", "small_cnn", "--target", "ssh-loopback", "--targets", str(targets), "--budget", "0.9x", "--quick", "--steps", "1",
+              "--epochs-per-step", "0", "--finetune-epochs", "0", "--max-accuracy-drop", "100", "--threads", "1", "--home", str(home), cwd=tmp_path)
+    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]  # 1: over the budget on a busy machine, still a fit
+    store = Store(home / "edgebench.sqlite")
+    result = store.fits()[0]
+    assert result.target == "ssh-loopback" and result.table.target == "ssh-loopback" and result.steps
+    assert result.table.fingerprint["target"] == "ssh-loopback" and result.table.fingerprint["backend_version"]
+    env = store.environments(result.table.run_id)["ssh-loopback"]
+    assert env["target_profile"]["transport"] == "ssh"
+    assert store.run(result.table.run_id).status == "fit" and result.fitted is not None
