@@ -133,6 +133,8 @@ def _fill_intervals(result: Any, paths: Any) -> None:
 def _summary(result: Any, out: dict[str, Path]) -> None:
     if result.status == "unreachable":
         err.print(f"edgebench: {result.message}", markup=False)
+    elif result.fitted is None and result.message:
+        echo(f"fit {result.id}: {result.message}")
     f = result.fitted
     if f is not None:
         interval = f" [{f.p50_low_ms:.4g}-{f.p50_high_ms:.4g}]" if f.p50_low_ms is not None else ""

@@ -163,6 +163,10 @@ class Fitter:
             return self._finish(result)
         with self._phase("steps"):
             result.steps = self._steps(table, groups, candidates, costs, result.budget_ms, measurer, opts)
+        if not result.steps:  # nothing to commit: the dense model is within the budget already
+            result.message = "; ".join(filter(None, [f"the dense model ({table.dense_ms:.4g} ms) already meets the budget {budget.text} = "
+                                                     f"{result.budget_ms:.4g} ms on {target}: nothing to prune", result.message]))
+            return self._finish(result)
         with self._phase("fine-tune + verdict"):
             self._verdict(result, budget, where, measurer, opts)
         return self._finish(result)

@@ -117,6 +117,8 @@ def _interval(m: Measured) -> str:
 
 def _latency_verdict(r: FitResult) -> str:
     head, b, f = f"status: {r.status}", r.budget_ms, r.fitted
+    if f is None and r.status == "fitted":
+        return f"{head}: nothing to prune, the dense model ({ms(r.table.dense_ms if r.table else None)} ms) meets the budget {ms(b)} ms"
     if f is None:
         best = _best_reachable(r.table)
         reach = f"; the best reachable latency is {ms(best)} ms (every group at its narrowest measured width)" if best is not None else ""

@@ -124,3 +124,11 @@ def test_fits_lists_the_stored_fits_newest_first(fitted):
     root, home, first = fitted
     listed = cli("fits", "--home", str(home), cwd=root)
     assert listed.returncode == 0 and "small_cnn on local (onnxruntime/fp32/b1) to 0.85x" in listed.stdout
+
+
+def test_a_budget_the_dense_model_already_meets_prunes_nothing_and_says_so(fitted):
+    root, home, first = fitted
+    easy = cli("fit", *ARGS, "--budget", "100ms", "--home", str(home), cwd=root)
+    assert easy.returncode == 0, easy.stdout[-3000:] + easy.stderr[-3000:]
+    assert "already meets the budget 100ms" in easy.stdout and "nothing to prune" in easy.stdout
+    assert Store(home / "edgebench.sqlite").fits()[0].recipe_path == ""
