@@ -368,6 +368,9 @@ def _group_chart(r: FitResult, group: str, ids: Ids) -> str:
         return ""
     xs, ys = [w for w, _ in curve], [v for _, v in curve]
     chart = Chart(ids(f"chart-{group}"), f"{group}: latency vs width", "width (channels)", "p50 ms", width=440, height=280)
+    chart.ylim = (0.0, None)  # from zero: one-group changes are a few percent, and a zoomed axis would make noise look like a trend
+    if r.budget_ms:
+        chart.hline(r.budget_ms, "budget")
     chart.line(xs, ys, PALETTE[0], title=f"{group}: measured p50")
     chart.points(xs, ys, PALETTE[0], titles=[f"{group} at {w}: {ms(v)} ms" for w, v in curve])
     chart.legend("measured p50", PALETTE[0])
