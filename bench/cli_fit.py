@@ -38,7 +38,7 @@ def fit(
     """Prune MODEL to a latency budget measured on the target: lookup table, sensitivity, allocation,
     progressive pruning with distillation; writes the fitted recipe and its report.
 
-    Exit code 0 when the fitted model meets the budget (and the accuracy limit), 1 when it does not,
+    Exit code 0 when the fitted model meets the budget (and the accuracy limit), 1 when it does not (or its outputs are NaN/Inf),
     2 when the budget cannot be met at all (the narrowest plan is slower: the best reachable latency is
     named) or for a configuration error, 130 when interrupted (measured table points are kept)."""
     from edgebench.bench.fit import FitOptions, Fitter, status_of

@@ -45,6 +45,7 @@ import numpy as np
 
 from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.contracts.fit import UPPER_SLACK, Budget, FitResult, FitStep, Group, LatencyPoint, LatencyTable, Measured, Plan, Sensitivity
+from edgebench.bench.contracts.flags import CODES, VALIDITY
 from edgebench.bench.fit_measure import Measurer, Where, safe_name, widths_recipe, write_recipe
 from edgebench.bench.prepare import Preparer
 from edgebench.bench.runner import Paths, new_run_id
@@ -617,11 +618,14 @@ def _measured(name: str, rec: CellRecord, run_id: str, detail: dict[str, Any]) -
 
 
 def status_of(result: FitResult) -> str:
-    """``fitted``, ``over-budget`` (p50 over, or the p50 interval's upper end more than 5% over, once the
+    """``fitted``, ``invalid-outputs`` (the fitted model's numbers are not valid: NaN/Inf outputs, a
+    validity flag), ``over-budget`` (p50 over, or the p50 interval's upper end more than 5% over, once the
     interval is known) or ``accuracy-drop`` (top-1 fell more than the allowed points)."""
     f, d = result.fitted, result.dense
     if f is None:
         return result.status
+    if any(CODES[c].kind == VALIDITY for c in f.flags if c in CODES):
+        return "invalid-outputs"  # never a fit: its top-1 is not a number to compare
     if f.p50_ms > result.budget_ms or (f.p50_high_ms is not None and f.p50_high_ms > UPPER_SLACK * result.budget_ms):
         return "over-budget"
     if result.max_accuracy_drop_pp is not None and f.top1 is not None and d.top1 is not None and (d.top1 - f.top1) * 100 > result.max_accuracy_drop_pp:

@@ -146,3 +146,15 @@ def test_uniform_widths_keep_one_share_of_every_group_snapped_to_its_granularity
     assert uniform_widths(groups, 0.5, 16, (16, 8, 4)) == {"stem": 8, "inner": 16, "wide": 32}
     assert uniform_widths(groups, 0.3, 8, (16, 8, 4)) == {"stem": 8, "inner": 24, "wide": 48}  # 11.2 -> 8, 22.4 -> 24, 44.8 -> 48
     assert uniform_widths(groups, 0.05, 8, (16, 8, 4)) == {}  # nothing narrower at that granularity
+
+
+def test_a_fitted_model_with_nan_outputs_is_never_a_fit():
+    from edgebench.bench.contracts.fit import FitResult, Measured
+    from edgebench.bench.fit import status_of
+
+    ok = Measured("fit", 0.3, 0.29, 0.31, 0.4, None, "k", "r", 6, ["nan-outputs"])
+    r = FitResult("f", "m", "local", "onnxruntime", "fp32", 1, "0.5x", 0.4, "fitted", fitted=ok,
+                  dense=Measured("dense", 0.8, 0.79, 0.81, 0.9, 0.98, "d", "r", 6), max_accuracy_drop_pp=1.0)
+    assert status_of(r) == "invalid-outputs"
+    ok.flags = []
+    assert status_of(r) == "fitted"
