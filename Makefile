@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,regress,postgres,ssh,dev
+EXTRAS ?= prune,onnxruntime,litert,litert-convert,report,regress,postgres,ssh,fleet,dev
 
 .PHONY: install demo test test-fast bench constraints browser postgres sshd clean
 

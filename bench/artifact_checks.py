@@ -8,6 +8,9 @@ difference); a quantised one with the same backend's fp32 artifact on the whole 
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,22 @@ QUANTIZED_TOLERANCE_PTS = 1.0  # top-1 points a quantised artifact may lose agai
 CHECK_BATCH = 32
 
 
+@contextlib.contextmanager
+def host_threads_kept() -> Iterator[None]:
+    """Give torch its thread count back after a check: the torch backend's ``load`` sets torch's global
+    count (1 for a check), and every later training or export in this process would then run on 1
+    thread, which does not give the same bits as 2; the same cache key would hold different files
+    depending on what was cached before (and `--executor ray` could not reproduce the in-process run)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")
+        if torch is not None and before is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def check_export(backend: Any, path: Path, precision: str, module: Any, inputs: np.ndarray) -> dict[str, Any]:
     """Run the exported artifact on the host and compare with the PyTorch module it came from."""
     from edgebench.models.train import logits  # imports torch
@@ -28,8 +47,9 @@ def check_export(backend: Any, path: Path, precision: str, module: Any, inputs: 
     avail = backend.availability()
     if not avail.available:
         return {"skipped": f"not checked: {backend.name} {avail.reason}"}
-    session = backend.load(path, precision, {"threads": 1, "batch": CHECK_BATCH})
-    got = evaluate(session, inputs, CHECK_BATCH)
+    with host_threads_kept():
+        session = backend.load(path, precision, {"threads": 1, "batch": CHECK_BATCH})
+        got = evaluate(session, inputs, CHECK_BATCH)
     want = logits(module, inputs).astype(np.float64)
     diff = float(np.abs(got - want).max())
     return {"reference": "pytorch", "n": int(len(inputs)), "max_abs_diff": diff, "tolerance": EXPORT_TOLERANCE, "ok": diff < EXPORT_TOLERANCE}
@@ -46,9 +66,10 @@ def check_against(backend: Any, path: Path, precision: str, reference: Entry, de
     inputs = data["inputs"]
     labels = data["labels"] if "labels" in data.files else None
     opts = {"threads": 1, "batch": CHECK_BATCH}
-    got = evaluate(backend.load(path, precision, opts), inputs, CHECK_BATCH)
     ref_path = reference.dir / reference.manifest["facts"]["artifact"]
-    want = evaluate(backend.load(ref_path, "fp32", opts), inputs, CHECK_BATCH)
+    with host_threads_kept():
+        got = evaluate(backend.load(path, precision, opts), inputs, CHECK_BATCH)
+        want = evaluate(backend.load(ref_path, "fp32", opts), inputs, CHECK_BATCH)
     # the same accuracy and fidelity numbers a cell reports, with the fp32 artifact as the reference
     acc, fid = accuracy_and_fidelity(got, labels, want)
     ref_acc, _ = accuracy_and_fidelity(want, labels, None)

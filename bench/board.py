@@ -29,6 +29,7 @@ from typing import Any
 from edgebench.bench.contracts.flags import Flag
 from edgebench.bench.contracts.results import CellResult, Contention, LatencyStats, MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
+from edgebench.bench.lease import LeaseError, board_lease
 from edgebench.bench.stats import summarize
 from edgebench.bench.store import now
 from edgebench.bench.worker import variance_flag
@@ -70,6 +71,17 @@ class Board:
 
     # -- the board's whole share ---------------------------------------------------------
     async def run(self) -> None:
+        """Measure every job on the target under its lease (bench/lease.py): taken before connecting, held
+        until the transport is closed, so one run at a time measures the board. A lease not free within
+        ``--lease-timeout`` fails the board's cells with one line naming the run that holds it."""
+        options = getattr(self.runner, "options", None)  # RunOptions; a runner without any waits as long as it takes
+        try:
+            async with board_lease(self.runner.store, self.profile, self.run_id, options.lease_timeout_s if options else None, self.runner.log):
+                await self._run_leased()
+        except LeaseError as exc:
+            self._give_up(self.jobs, str(exc), self._last_probe_backends())
+
+    async def _run_leased(self) -> None:
         """Measure every job on the target, storing each result as it finishes."""
         reason = await self._connect_and_probe()
         if reason is None:
@@ -85,6 +97,7 @@ class Board:
                     self._give_up(self.jobs[i:], f"not run: target {self.profile.name} unreachable ({self._last_reason})", self.fingerprint.get("backends"))
                     statuses.append("failed")
                     break
+                job.record.started_at = now()  # when its measurement begins (not when its artifact was prepared)
                 result = await self._measure(job)
                 self._store(job, result)
                 statuses.append(result.status)

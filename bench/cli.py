@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.bench import cli_fit, cli_list, cli_regress, cli_reports, cli_targets
+from edgebench.bench import cli_fit, cli_list, cli_regress, cli_reports, cli_store, cli_targets
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, global_options, open_store, require_store
 from edgebench.bench.cli_common import paths as _paths
 from edgebench.bench.contracts.errors import EdgebenchError
@@ -29,6 +29,10 @@ def run(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Run on this target instead of the suite's (repeatable; `edgebench target list`)."),
     targets_file: Optional[Path] = TargetsFileOpt,
     resume: Optional[str] = typer.Option(None, "--resume", help="Finish a stored run: re-run only its cells that did not finish ok or skipped."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where the host-side steps (train, prune, fine-tune, export) run: inprocess, or ray (pip install 'edgebench\\[fleet]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing Ray cluster (e.g. auto); a local one is started otherwise."),
+    lease_timeout: Optional[float] = typer.Option(None, "--lease-timeout", min=0, help="Seconds a target waits for its lease while another run measures on it (default: as long as it takes)."),
+    samples_csv: bool = typer.Option(False, "--samples-csv", help="Also write every raw sample as samples.csv (samples.npz is always written)."),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -39,10 +43,12 @@ def run(
     interrupted: free space and --resume it), 130 when interrupted (Ctrl-C); finished cells are kept.
     """
     from edgebench.bench.config import load_suite
+    from edgebench.bench.executor import check_executor
     from edgebench.bench.resume import load_for_resume
-    from edgebench.bench.runner import Runner
+    from edgebench.bench.runner import RunOptions, Runner
     from edgebench.reports import render
 
+    check_executor(executor)  # before a run is opened: a mistyped executor leaves no empty failed run behind
     paths = _paths(home, store)
     if resume is not None:
         if suite is not None or target:
@@ -59,21 +65,22 @@ def run(
 
             if loaded.suite.fits and resume is None:  # the suite's fitted recipes join its recipes (edgebench fit)
                 cli_fit.fit_suite_entries(loaded, paths, targets_file, progress, log)
-            runner = Runner(paths, log=log, progress=progress)
+            options = RunOptions(executor=executor, ray_address=ray_address, lease_timeout_s=lease_timeout)
+            runner = Runner(paths, log=log, progress=progress, options=options)
             summary = runner.run(loaded, resume=resume)
     except KeyboardInterrupt:
         # typer would turn this into a silent exit 130 before main() saw it: say what was kept, here
-        _final_report(runner, paths, render)
+        _final_report(runner, paths, render, samples_csv)
         _stopped(runner, "interrupted")
         raise typer.Exit(130) from None
     except CannotWrite as exc:
-        _final_report(runner, paths, render)
+        _final_report(runner, paths, render, samples_csv)
         _stopped(runner, str(exc))
         raise typer.Exit(2) from None
     except BaseException:
-        _final_report(runner, paths, render)  # whatever stopped the run, the cells it finished get their report
+        _final_report(runner, paths, render, samples_csv)  # whatever stopped the run, the cells it finished get their report
         raise
-    _final_report(runner, paths, render)
+    _final_report(runner, paths, render, samples_csv)
     built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
@@ -88,13 +95,13 @@ def run(
         raise typer.Exit(1)
 
 
-def _final_report(runner: Any, paths: Any, render: Any) -> None:
+def _final_report(runner: Any, paths: Any, render: Any, samples_csv: bool = False) -> None:
     """Write the run's report (an interrupted run's too, of the cells it finished) and say where; a full
     disk here is one line, not a second error hiding the first."""
     if runner is None or runner.run_id is None:
         return
     try:
-        report_dir = render.write(runner.store, runner.run_id, paths.reports)
+        report_dir = render.write(runner.store, runner.run_id, paths.reports, samples_csv=samples_csv)
     except CannotWrite as exc:
         err.print(f"edgebench: report not written: {exc}", markup=False)
         return
@@ -122,6 +129,8 @@ def runs(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> Non
         s = r.summary or {}
         n = db.cell_counts(r.id)  # the stored cells, every attempt of a resumed run (a summary may predate the last one)
         of = f" (re-measures run {s['confirm_of']})" if s.get("confirm_of") else ""
+        if r.samples_dropped_at is not None:  # edgebench gc kept its summaries only
+            of += f"; raw samples dropped {r.samples_dropped_at:%Y-%m-%d}"
         console.print(f"{r.id}  {r.status:12} {r.suite_name}: {n.get('ok', 0)} ok, {n.get('failed', 0)} failed, {n.get('skipped', 0)} skipped{of}", markup=False)
 
 
@@ -161,12 +170,14 @@ def _print_table(table: Table) -> None:
 
 
 @app.command()
-def report(run_id: str = typer.Argument("latest"), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
+def report(run_id: str = typer.Argument("latest"),
+           samples_csv: bool = typer.Option(False, "--samples-csv", help="Also write every raw sample as samples.csv (samples.npz is always written)."),
+           home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """(Re)write a stored run's report files."""
     from edgebench.reports import render
 
     paths = _paths(home, store)
-    out = render.write(open_store(home, store), run_id, paths.reports)
+    out = render.write(open_store(home, store), run_id, paths.reports, samples_csv=samples_csv)
     console.print(f"report: {out / 'report.md'}", markup=False)
     console.print(f"html:   {out / 'report.html'}", markup=False)
 
@@ -184,6 +195,7 @@ cli_reports.register(app)  # edgebench recommend
 cli_regress.register(app)  # compare, check, baseline, history, export
 cli_targets.register(app)  # target list/show/probe/setup
 cli_fit.register(app)  # fit: prune to a latency budget measured on the target
+cli_store.register(app)  # gc: drop old runs' raw samples, keep their summaries and baselines
 
 
 def main() -> None:

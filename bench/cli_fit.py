@@ -31,6 +31,8 @@ def fit(
     epochs_per_step: int = typer.Option(1, "--epochs-per-step", min=0, help="Fine-tune epochs between steps (distilled from the dense model)."),
     finetune_epochs: int = typer.Option(3, "--finetune-epochs", min=0, help="Fine-tune epochs after the last step."),
     quick: bool = typer.Option(False, "--quick", help="Short measurements (0.2 s per table point): for trying the command, not for decisions."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where the host-side sensitivity runs: inprocess, or ray (one task per channel group)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing Ray cluster; a local one is started otherwise."),
     targets_file: Optional[Path] = TargetsFileOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -41,13 +43,16 @@ def fit(
     Exit code 0 when the fitted model meets the budget (and the accuracy limit), 1 when it does not (or its outputs are NaN/Inf),
     2 when the budget cannot be met at all (the narrowest plan is slower: the best reachable latency is
     named) or for a configuration error, 130 when interrupted (measured table points are kept)."""
+    from edgebench.bench.executor import check_executor
     from edgebench.bench.fit import FitOptions, Fitter, status_of
     from edgebench.bench.store import Store
     from edgebench.reports.fit import write_fit_report
 
+    check_executor(executor)
     paths = _paths(home, store)
     opts = FitOptions(backend=backend, precision=precision, batch=batch, targets_file=targets_file, threads=threads,
-                      max_accuracy_drop_pp=max_accuracy_drop, steps=steps, epochs_per_step=epochs_per_step, finetune_epochs=finetune_epochs)
+                      max_accuracy_drop_pp=max_accuracy_drop, steps=steps, epochs_per_step=epochs_per_step, finetune_epochs=finetune_epochs,
+                      executor=executor, ray_address=ray_address)
     if quick:
         opts.make_quick()
     parsed = parse_budget(budget)

@@ -46,6 +46,7 @@ import numpy as np
 from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.contracts.fit import UPPER_SLACK, Budget, FitResult, FitStep, Group, LatencyPoint, LatencyTable, Measured, Plan, Sensitivity
 from edgebench.bench.contracts.flags import CODES, VALIDITY
+from edgebench.bench.executor import check_executor, sensitivity_on_ray
 from edgebench.bench.fit_measure import Measurer, Where, safe_name, widths_recipe, write_recipe
 from edgebench.bench.prepare import Preparer
 from edgebench.bench.runner import Paths, new_run_id
@@ -87,6 +88,8 @@ class FitOptions:
     step_measure: dict[str, Any] = field(default_factory=lambda: _measure(3.0, 6))
     # 6 processes: the verdict's p50 interval (Student, P - 1 df) is about +-6% here where 3 give +-15%
     verdict_measure: dict[str, Any] = field(default_factory=lambda: _measure(3.0, 6))
+    executor: str = "inprocess"   # "ray": the sensitivity of each group as a Ray task (bench/executor.py); same rows
+    ray_address: str | None = None  # with executor ray: an existing cluster; a local one is started otherwise
 
     def make_quick(self) -> FitOptions:
         """Short measurements (0.2 s per point): for trying a fit or testing it, not for decisions."""
@@ -152,7 +155,7 @@ class Fitter:
         candidates = {g.name: [w for w in table.widths(g.name) if w < g.width and w % group_granularity(g.width, table.granularity, opts.granularities) == 0]
                       for g in groups}
         with self._phase("sensitivity"):
-            result.sensitivity, result.sensitivity_reused = self._sensitivity(dense_entry, module, groups, candidates, data)
+            result.sensitivity, result.sensitivity_reused = self._sensitivity(dense_entry, module, groups, candidates, data, opts)
         costs = {(s.group, s.width): s.loss_increase for s in result.sensitivity}
         result.plans = self._plans(table, groups, candidates, costs, result.budget_ms, opts)
         result.settings["latency_model"] = self._predictor(table, {g.name: g.width for g in groups}).summary()
@@ -284,7 +287,7 @@ class Fitter:
 
     # -- 4. sensitivity ---------------------------------------------------------------------
     def _sensitivity(self, dense_entry: Any, module: Any, groups: list[Group], candidates: dict[str, list[int]],
-                     data: Any) -> tuple[list[Sensitivity], bool]:
+                     data: Any, opts: FitOptions | None = None) -> tuple[list[Sensitivity], bool]:
         import torch
 
         from edgebench.models import fit as fitlib
@@ -294,8 +297,12 @@ class Fitter:
 
         def build(out: Path) -> dict[str, Any]:
             train_idx, hold = fitlib.holdout_split(len(data.x_train), 0.2, 0)
-            sens = fitlib.sensitivity(module, torch.from_numpy(data.x_test[:1]), groups, candidates,
-                                      data.x_train[hold], data.y_train[hold], recalib_x=data.x_train[train_idx][:512])
+            args = (module, torch.from_numpy(data.x_test[:1]), groups, candidates, data.x_train[hold], data.y_train[hold])
+            if opts is not None and opts.executor != "inprocess":  # one task per group: the same rows (tests/bench/test_executor.py)
+                check_executor(opts.executor)
+                sens = sensitivity_on_ray(*args, recalib_x=data.x_train[train_idx][:512], address=opts.ray_address, log=self.log)
+            else:
+                sens = fitlib.sensitivity(*args, recalib_x=data.x_train[train_idx][:512])
             return {"sensitivity": [vars(s) for s in sens], "holdout_images": int(len(hold))}
 
         entry = Cache(self.paths.cache).get_or_build("sensitivity", payload, build)

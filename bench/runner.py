@@ -23,6 +23,7 @@ from edgebench.bench.contracts.files import CannotWrite, cannot_write, is_disk_e
 from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.contracts.version import __version__
+from edgebench.bench.executor import prepare_elsewhere
 from edgebench.bench.prepare import NotApplicable, Preparer
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
 from edgebench.models.cache import Cache
@@ -82,6 +83,15 @@ class RunSummary:
 
 
 @dataclass
+class RunOptions:
+    """How a run is carried out beyond what its suite says: the command line's choices."""
+
+    executor: str = "inprocess"  # where the host-side prepare steps run: in this process, or "ray" (bench/executor.py)
+    ray_address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one
+    lease_timeout_s: float | None = None  # how long a board waits for its lease (bench/lease.py); None: as long as it takes
+
+
+@dataclass
 class Job:
     """A cell whose artifact is built and which only needs measuring on its target."""
 
@@ -99,8 +109,9 @@ class Runner:
     did not finish ok or skipped.
     """
 
-    def __init__(self, paths: Paths, log: Callable[[str], None] = print, progress: Any = None) -> None:
+    def __init__(self, paths: Paths, log: Callable[[str], None] = print, progress: Any = None, options: RunOptions | None = None) -> None:
         self.paths = paths
+        self.options = options or RunOptions()
         self.log = log
         self.progress = progress
         self.store = Store(paths.store_location)
@@ -189,6 +200,8 @@ class Runner:
     def _prepare_all(self, cells: list[Cell], preparer: Any, settings: MeasureSettings, replace: bool, summary: RunSummary) -> dict[str, list[Job]]:
         # Preparing (training, exporting) while a local cell is timed would contend with it, so the
         # host finishes its heavy work first.
+        if self.options.executor != "inprocess":  # the steps run as tasks elsewhere first (bench/executor.py): the loop below finds them done
+            prepare_elsewhere(self.options.executor, cells, preparer, self.options.ray_address, self._pythonpath, self.log, self.progress)
         jobs: dict[str, list[Job]] = {}
         task = self.progress.add_task("preparing", total=len(cells)) if self.progress else None
         for index, cell in enumerate(cells):

@@ -11,6 +11,7 @@ finished, and several writers (boards, processes) can report into one store at o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -24,11 +25,12 @@ import sqlalchemy as sa
 from edgebench.bench.contracts.errors import EdgebenchError, one_line
 from edgebench.bench.contracts.identity import FIELDS, CellFields, CellId
 from edgebench.bench.contracts.results import CellResult
+from edgebench.bench.contracts.samples import CODEC, decode_ns, encode_ns
 from edgebench.bench.store_faults import check_sqlite_file, open_error, refused_writes
 from edgebench.bench.store_fit import FitStore
 
-SCHEMA_VERSION = 4  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
-REVISIONS = ("0001", "0002", "0003", "0004")  # Alembic revisions in bench/migrations/versions, oldest first
+SCHEMA_VERSION = 5  # edgebench_meta's schema_version: what edgebench 0.1 checks before using a store
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")  # Alembic revisions in bench/migrations/versions, oldest first
 HEAD = REVISIONS[-1]
 # Status of a run that re-measured some cells of another run (`edgebench check --confirm`): kept in the
 # store for the record, left out of `latest` and of a cell's history so it never becomes a night of its own.
@@ -54,6 +56,7 @@ runs = sa.Table(
     sa.Column("edgebench_version", sa.String(50)),
     sa.Column("git_commit", sa.String(60)),
     sa.Column("summary", sa.JSON),
+    sa.Column("samples_dropped_at", sa.DateTime(timezone=True)),  # when `edgebench gc` removed the run's raw samples (bench/store_gc.py)
 )
 
 environments = sa.Table(
@@ -91,11 +94,14 @@ cells = sa.Table(
     sa.UniqueConstraint("run_id", "cell_key", name="uq_cell_per_run"),
 )
 
-samples = sa.Table(
-    "samples", metadata,
-    sa.Column("cell_id", sa.Integer, sa.ForeignKey("cells.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("idx", sa.Integer, primary_key=True),
-    sa.Column("latency_ns", sa.BigInteger, nullable=False),
+# Each cell's samples as one blob (revision 0005; before, one row per sample, ~32 bytes each): exact int64
+# nanoseconds in measurement order, about 2 bytes a sample. The format is bench/contracts/samples.py, named by `codec`.
+cell_samples = sa.Table(
+    "cell_samples", metadata,
+    sa.Column("cell_id", sa.Integer, sa.ForeignKey("cells.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    sa.Column("codec", sa.String(40), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # bytea on PostgreSQL, BLOB on SQLite
 )
 
 
@@ -150,6 +156,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 def _run_from_row(row: Any) -> RunRecord:
     data = dict(row)
     data["created_at"], data["finished_at"] = _utc(data["created_at"]), _utc(data["finished_at"])
+    data["samples_dropped_at"] = _utc(data.get("samples_dropped_at"))
     data["summary"] = data["summary"] or {}
     return RunRecord(**data)
 
@@ -166,6 +173,7 @@ class RunRecord:
     edgebench_version: str | None = None
     git_commit: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    samples_dropped_at: dt.datetime | None = None  # set when `edgebench gc` removed the run's raw samples (summaries stay)
 
 
 @dataclass
@@ -196,6 +204,7 @@ class CellRecord(CellFields):
     finished_at: dt.datetime | None = None
     recipe_def: dict[str, Any] | None = None  # Recipe.model_dump(mode="json"); None in cells stored before revision 0003
     row_id: int | None = None  # set by Store.add_cell and when read back
+    samples_dropped: bool = False  # its run's raw samples were removed by `edgebench gc`: result.samples_ns is then []
 
 
 class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' methods: store_fit.py
@@ -321,15 +330,17 @@ class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' 
             "options": cell.options, "facts": cell.facts,
             "result": _result_without_samples(result), "recipe_def": cell.recipe_def,
         }
+        # encoded before the transaction: the write lock is held for the inserts only
+        blob = encode_ns(result.samples_ns) if result is not None and len(result.samples_ns) else None
         with self._writing(), self.engine.begin() as conn:
             if replace:
                 old = conn.execute(sa.select(cells.c.id).where(cells.c.run_id == run_id, cells.c.cell_key == cell.cell_key)).scalars().all()
                 if old:
-                    conn.execute(samples.delete().where(samples.c.cell_id.in_(old)))
+                    conn.execute(cell_samples.delete().where(cell_samples.c.cell_id.in_(old)))
                     conn.execute(cells.delete().where(cells.c.id.in_(old)))
             cell_id = conn.execute(cells.insert().values(**row)).inserted_primary_key[0]
-            if result and result.samples_ns:
-                conn.execute(samples.insert(), [{"cell_id": cell_id, "idx": i, "latency_ns": int(v)} for i, v in enumerate(result.samples_ns)])
+            if blob is not None:
+                conn.execute(cell_samples.insert().values(cell_id=cell_id, codec=CODEC, count=len(result.samples_ns), data=blob))
         cell.row_id = cell_id
         return cell_id
 
@@ -377,12 +388,28 @@ class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' 
     def cells(self, run_id: str, with_samples: bool = True) -> list[CellRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(cells).where(cells.c.run_id == run_id).order_by(cells.c.id)).mappings().all()
+            dropped = conn.execute(sa.select(runs.c.samples_dropped_at).where(runs.c.id == run_id)).scalar() is not None
+            ids = [r["id"] for r in rows]
             by_cell: dict[int, list[int]] = {}
             if with_samples and rows:
-                q = sa.select(samples.c.cell_id, samples.c.latency_ns).where(samples.c.cell_id.in_([r["id"] for r in rows])).order_by(samples.c.cell_id, samples.c.idx)
-                for cid, v in conn.execute(q):
-                    by_cell.setdefault(cid, []).append(int(v))
-        return [_cell_from_row(r, by_cell.get(r["id"], [])) for r in rows]
+                q = sa.select(cell_samples).where(cell_samples.c.cell_id.in_(ids))
+                by_cell = {b["cell_id"]: self._decoded(b) for b in conn.execute(q).mappings()}
+            # in a run gc summarised, a cell measured later (a resume) has its blob: only the others are dropped
+            kept = set(by_cell) if with_samples or not dropped else _with_blobs(conn, ids)
+        return [_cell_from_row(r, by_cell.get(r["id"], []), dropped and r["id"] not in kept) for r in rows]
+
+    def _decoded(self, blob_row: Any) -> list[int]:
+        """A ``cell_samples`` row's samples; a codec or blob this edgebench cannot read is one line naming the cell row."""
+        where = f"{self.display_url}: samples of cell row {blob_row['cell_id']}"
+        if blob_row["codec"] != CODEC:
+            raise EdgebenchError(f"{where} are in codec {blob_row['codec']!r}, which this edgebench cannot read (it reads {CODEC!r}); upgrade edgebench")
+        try:
+            values = decode_ns(blob_row["data"])
+        except ValueError as exc:
+            raise EdgebenchError(f"{where}: {exc}") from None
+        if values.size != blob_row["count"]:
+            raise EdgebenchError(f"{where}: the blob holds {values.size} samples where the row says {blob_row['count']}")
+        return values.tolist()
 
     # -- baselines --------------------------------------------------------------------------
     def set_baseline(self, name: str, run_id: str, target: str, fingerprint: dict[str, Any], note: str | None = None) -> BaselineRecord:
@@ -430,7 +457,9 @@ class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' 
             run_rows = {r["id"]: _run_from_row(r) for r in conn.execute(
                 sa.select(runs).where(runs.c.id.in_(sa.select(cells.c.run_id).where(cells.c.id.in_(ids))))).mappings()}
             cell_rows = conn.execute(sa.select(cells).where(cells.c.id.in_(ids))).mappings().all()
-        found = [(run_rows[r["run_id"]], _cell_from_row(r, [])) for r in cell_rows]
+            kept = _with_blobs(conn, ids)
+        found = [(run_rows[r["run_id"]], _cell_from_row(r, [], run_rows[r["run_id"]].samples_dropped_at is not None and r["id"] not in kept))
+                 for r in cell_rows]
         return sorted(found, key=lambda rc: (rc[0].created_at, rc[0].id))
 
     def cell_coordinates(self, **where: Any) -> list[dict[str, Any]]:
@@ -503,14 +532,21 @@ def _file_lock(path: str | None) -> Iterator[None]:
         os.close(fd)
 
 
-def _cell_from_row(r: Any, sample_values: list[int]) -> CellRecord:
+def _with_blobs(conn: sa.Connection, cell_ids: list[int]) -> set[int]:
+    """Which of these cell rows have their samples stored."""
+    if not cell_ids:
+        return set()
+    return set(conn.execute(sa.select(cell_samples.c.cell_id).where(cell_samples.c.cell_id.in_(cell_ids))).scalars())
+
+
+def _cell_from_row(r: Any, sample_values: list[int], samples_dropped: bool = False) -> CellRecord:
     result = CellResult.from_dict(r["result"]) if r["result"] else None
     if result is not None:
         result.samples_ns = sample_values
     return CellRecord(
         cell_key=r["cell_key"], **{f: r[f] for f in FIELDS}, status=r["status"], error=r["error"], options=r["options"] or {},
         facts=r["facts"] or {}, result=result, started_at=_utc(r["started_at"]), finished_at=_utc(r["finished_at"]),
-        recipe_def=r["recipe_def"], row_id=r["id"],
+        recipe_def=r["recipe_def"], row_id=r["id"], samples_dropped=samples_dropped,
     )
 
 
@@ -521,9 +557,7 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 def _result_without_samples(result: CellResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
-    data = result.to_dict()
-    data["samples_ns"] = []  # samples live in their own table, one row each
-    return data
+    return dataclasses.replace(result, samples_ns=[]).to_dict()  # samples live in their own table, one blob per cell
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

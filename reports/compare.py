@@ -29,6 +29,10 @@ sample, made robust to what a noisy board does to them:
   percent both ways is noise, one cell moving alone is not).
 - **Disturbed cells.** A cell flagged contended or throttled in either run is inconclusive, never a
   regression.
+- **Summarised runs.** A run whose raw samples ``edgebench gc`` dropped keeps each cell's stored p50, but
+  there is nothing to test or resample: such a cell's latency is inconclusive ("samples of run X were
+  dropped by edgebench gc"), never a regression or an improvement. Accuracy, memory and size come from
+  the stored summaries and are judged as always.
 
 Accuracy is judged by a tolerance in percentage points, memory (peak RSS) and artifact size by relative
 thresholds with an absolute floor. All results are plain dataclasses; ``reports/verdict.py`` renders them.
@@ -344,9 +348,23 @@ def _option_notes(base: CellRecord, head: CellRecord) -> list[str]:
     return [f"option {k}: {base.options.get(k)!r} -> {head.options.get(k)!r}" for k in keys if base.options.get(k) != head.options.get(k)]
 
 
+def summarised_latency(base: CellRecord, head: CellRecord, dropped: list[str]) -> MetricVerdict:
+    """The latency of a pair where a side's samples were dropped (``dropped``: which, in words): the stored
+    medians and their ratio, for the record, and inconclusive: no test, no interval."""
+    b, h = (c.result.latency.p50_ms if c.result and c.result.latency else None for c in (base, head))
+    mv = MetricVerdict("latency", INCONCLUSIVE, b, h, unit="ms")
+    change = ""
+    if b and h:
+        mv.ratio = h / b
+        change = f"; stored medians {abs(mv.ratio - 1):.1%} {'slower' if mv.ratio > 1 else 'faster'}, not judged"
+    mv.reason = "; ".join(dropped) + change
+    return mv
+
+
 def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50: list[float] | None = None,
-                 pooled: tuple[float, int] | None = None) -> CellComparison:
-    """Every metric of one matched cell, and the cell's verdict (regressed if any metric regressed)."""
+                 pooled: tuple[float, int] | None = None, runs: tuple[str | None, str | None] = (None, None)) -> CellComparison:
+    """Every metric of one matched cell, and the cell's verdict (regressed if any metric regressed).
+    ``runs``: the base and head run ids, named when a side's samples were dropped by ``edgebench gc``."""
     out = CellComparison(head.cell_key, *coordinates(head).parts(), status="compared", verdict=UNCHANGED, notes=_option_notes(base, head))
     if head.status != "ok":
         out.status, out.verdict = ("failed-in-head", REGRESSED) if base.status == "ok" and head.status == "failed" else ("not-measured", INCONCLUSIVE)
@@ -357,9 +375,14 @@ def compare_cell(base: CellRecord, head: CellRecord, th: Thresholds, history_p50
         out.notes.append(f"base {base.status}: {base.error}")
         return out
     reasons = [f"{side}: {d}" for side, d in (("base", disturbance(base)), ("head", disturbance(head))) if d]
-    lat = latency_verdict(base.result.samples_ns, head.result.samples_ns, th, key=head.cell_key,
-                          disturbed="; ".join(reasons) or None, history_p50=history_p50, pooled=pooled,
-                          processes=(base.result.process_samples, head.result.process_samples))
+    dropped = [f"samples of run {run or side} were dropped by edgebench gc"
+               for side, run, cell in (("base", runs[0], base), ("head", runs[1], head)) if cell.samples_dropped]
+    if dropped:
+        lat = summarised_latency(base, head, dropped)
+    else:
+        lat = latency_verdict(base.result.samples_ns, head.result.samples_ns, th, key=head.cell_key,
+                              disturbed="; ".join(reasons) or None, history_p50=history_p50, pooled=pooled,
+                              processes=(base.result.process_samples, head.result.process_samples))
     metrics = [lat, accuracy_verdict(_top1(base), _top1(head), th),
                threshold_verdict("memory", _peak_rss(base), _peak_rss(head), th.memory_threshold, th.memory_floor_mib, "MiB"),
                threshold_verdict("size", _size(base), _size(head), th.size_threshold, 0.0, "bytes")]
@@ -396,9 +419,9 @@ def pooled_noise(pairs: list[tuple[CellRecord, CellRecord]]) -> tuple[float, int
 
 
 def compare_cells(base_cells: list[CellRecord], head_cells: list[CellRecord], th: Thresholds,
-                  history: dict[CellId, list[float]] | None = None) -> list[CellComparison]:
+                  history: dict[CellId, list[float]] | None = None, runs: tuple[str | None, str | None] = (None, None)) -> list[CellComparison]:
     """Match cells by identity and compare each pair; cells on one side only are listed as such.
-    ``history``: each head cell's p50 in its earlier clean runs, by identity."""
+    ``history``: each head cell's p50 in its earlier clean runs, by identity; ``runs``: the base and head run ids."""
     base_by = {coordinates(c): c for c in base_cells}
     head_by = {coordinates(c): c for c in head_cells}
     pooled = pooled_noise([(base_by[k], h) for k, h in head_by.items() if k in base_by])
@@ -408,7 +431,7 @@ def compare_cells(base_cells: list[CellRecord], head_cells: list[CellRecord], th
         if base is None:
             out.append(CellComparison(head.cell_key, *k.parts(), status="only-in-head", verdict=INCONCLUSIVE, notes=["new cell: nothing to compare with"]))
             continue
-        out.append(compare_cell(base, head, th, (history or {}).get(k), pooled))
+        out.append(compare_cell(base, head, th, (history or {}).get(k), pooled, runs))
     for k, base in base_by.items():
         if k not in head_by:
             out.append(CellComparison(base.cell_key, *k.parts(), status="only-in-base", verdict=INCONCLUSIVE, notes=["not in the head run"]))

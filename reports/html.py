@@ -34,15 +34,17 @@ def asset(name: str) -> str:
     return (resources.files("edgebench.reports") / "assets" / name).read_text(encoding="utf-8")
 
 
-def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None) -> str:
+def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None,
+           samples_csv: bool = False) -> str:
     """The whole page as a string. ``report`` should be loaded with samples (``tables.load(..., with_samples=True)``).
-    ``history`` (cell key -> reports.history.History) adds the History section when a cell has earlier runs."""
+    ``history`` (cell key -> reports.history.History) adds the History section when a cell has earlier runs;
+    ``samples_csv``: a samples.csv was written beside the page (linked from the navigation)."""
     targets = by_target(report.rows)
     ids = Ids()
     colors = series_colors(report.rows)
     methods = charts.recipe_methods(report)
     multi_model = len({r.model for r in report.rows}) > 1
-    body = [_header(report, targets, bool(history)),
+    body = [_header(report, targets, bool(history), samples_csv),
             _recommendation_section(report, targets, bootstrapper or Bootstrapper())]
     body += [_target_section(ids, report, t, rows, colors, methods, multi_model) for t, rows in targets.items()]
     body.append(_cross_target_section(report))
@@ -52,10 +54,11 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
     return _page(report.run, body)
 
 
-def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None) -> Path:
+def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None,
+          samples_csv: bool = False) -> Path:
     """Write ``report.html`` into ``out_dir`` and return its path."""
     path = Path(out_dir) / "report.html"
-    atomic_write_text(path, render(report, bootstrapper, history))  # temp file + rename: never half a page
+    atomic_write_text(path, render(report, bootstrapper, history, samples_csv))  # temp file + rename: never half a page
     return path
 
 
@@ -67,7 +70,7 @@ def _page(run: RunRecord, body: list[str]) -> str:
 
 
 # -- header ---------------------------------------------------------------------------------------
-def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool) -> str:
+def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool, samples_csv: bool = False) -> str:
     """The run, its counts, banners for what needs attention, and the navigation."""
     run = report.run
     s = run.summary or {}
@@ -89,6 +92,8 @@ def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool
         out.append(f'<p class="banner bad">This run is <b>{e(run.status)}</b>: the report shows the cells it finished.</p>')
     if failed:
         out.append(f'<p class="banner bad">{len(failed)} cell(s) failed or were skipped: see <a href="#failures">Failed and skipped cells</a> for the reasons.</p>')
+    if report.samples_dropped:  # a summarised run, said once: its cells keep the stored p50/p90/p99
+        out.append(f'<p class="banner">Summarised run: {e(report.samples_dropped)}.</p>')
     if contended:
         out.append(f'<p class="banner">{len(contended)} of {len(ok)} measured cells were <b>contended</b> (other processes used the CPU while measuring): '
                    "their latencies are inflated and noisy. Re-run on an idle machine before trusting close comparisons.</p>")
@@ -96,8 +101,9 @@ def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool
         ("cross-target", "Across targets")] + ([("history", "History")] if with_history else []) + [
         ("failures", "Failures"), ("environments", "Environments"), ("method", "Method & suite")]
     out.append("<nav>" + "".join(f'<a href="#{i}">{e(n)}</a>' for i, n in nav)
-               + ' · data: <a href="report.md">report.md</a> <a href="report.json">report.json</a> <a href="cells.csv">cells.csv</a> '
-                 '<a href="samples.csv">samples.csv</a></nav></header>')
+               + ' · data: <a href="report.md">report.md</a> <a href="report.json">report.json</a> <a href="cells.csv">cells.csv</a>'
+               + ('' if report.samples_dropped else ' <a href="samples.npz">samples.npz</a>')
+               + (' <a href="samples.csv">samples.csv</a>' if samples_csv else '') + '</nav></header>')
     return "\n".join(out)
 
 
@@ -227,7 +233,7 @@ def _environments_section(report: RunReport, targets: dict[str, list[Row]]) -> s
 def _method_section(run: RunRecord) -> str:
     return f"""<section id="method"><h2>Method &amp; suite</h2>
 <ul>
-<li>Each cell runs in its own worker process. Warm-up and measurement both continue until a run count and a time floor are reached; every per-batch latency sample is stored (samples.csv) and summarised as p50/p90/p99, CoV (std/mean) and throughput (items/s over the measured time).</li>
+<li>Each cell runs in its own worker process. Warm-up and measurement both continue until a run count and a time floor are reached; every per-batch latency sample is stored (samples.npz; samples.csv with <code>--samples-csv</code>) and summarised as p50/p90/p99, CoV (std/mean) and throughput (items/s over the measured time).</li>
 <li>Peak memory is the worker's RSS high-water mark (VmHWM), including the interpreter and runtime; (+load) is its rise over the RSS right after importing the runtime.</li>
 <li>Top-1 is measured on the evaluation split at the cell's batch size; agreement is top-1 agreement with each cell's reference, named in report.md: the dense PyTorch model, or for a model given as a file that file's own outputs at fp32 (its fp32 cell on the same runtime has no independent reference, and shows none). A cell whose outputs were NaN/Inf shows its accuracy as FAILED.</li>
 <li>CPU contention is the share of the CPU used by other processes while measuring; above the suite's threshold a cell is flagged <i>contended</i>. Each cell also carries the device's state while it ran (temperatures, CPU clocks, throttle bits, power where a rail exists), sampled by the worker on the device; a cell during which the device throttled is flagged <i>throttled</i>. The probe's state at the start and end of the run is in each target's fingerprint.</li>

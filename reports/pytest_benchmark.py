@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.bench.contracts.errors import EdgebenchError
 from edgebench.bench.stats import TUKEY, outlier_counts, quartiles
 from edgebench.bench.store import CellRecord, RunRecord, Store
 
@@ -97,8 +98,12 @@ def document(run: RunRecord, cells: list[CellRecord], fingerprint: dict[str, Any
 
 
 def export(store: Store, run_id: str, out: Path, with_data: bool = False) -> tuple[Path, int]:
-    """Write ``out``; returns the path and the number of benchmarks in it."""
+    """Write ``out``; returns the path and the number of benchmarks in it. A run whose samples
+    ``edgebench gc`` dropped is refused (one line): pytest-benchmark's statistics need every sample."""
     run = store.run(run_id)
+    if run.samples_dropped_at is not None:
+        raise EdgebenchError(f"run {run.id}: its samples were dropped by edgebench gc on {run.samples_dropped_at:%Y-%m-%d}, and a "
+                             "pytest-benchmark export needs them; export a run whose samples are kept (edgebench gc --keep-last)")
     cells = store.cells(run.id)
     envs = store.environments(run.id)
     doc = document(run, cells, next(iter(envs.values()), {}), with_data)

@@ -292,8 +292,9 @@ def _samples_ms(report: RunReport, row: Row, per_item: bool) -> np.ndarray | Non
 def recommend(report: RunReport, target: str, constraints: Constraints | None = None, model: str | None = None,
               bootstrapper: Bootstrapper | None = None) -> list[Recommendation]:
     """One recommendation per model on ``target`` (a run usually has one model). Needs the samples loaded
-    (``tables.load(..., with_samples=True)``) for the statistical comparison; without them a win is by
-    point estimate only and the notes say so."""
+    (``tables.load(..., with_samples=True)``) for the statistical comparison: a latency candidate without
+    samples (not loaded, or dropped by ``edgebench gc``) has no interval, so it ties with the best, with
+    the reason, and the notes say so; no win is called on point estimates."""
     constraints = constraints or Constraints()
     if constraints.objective not in OBJECTIVES:
         raise EdgebenchError(f"--objective: {constraints.objective!r} is not one of {', '.join(OBJECTIVES)}")
@@ -402,16 +403,26 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
                 cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else (reason or "")
                 continue
             untested.append(cand.row.cell_key)
+            cand.tied = True  # no interval: nothing can show the best beats it
+            cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else _no_interval(report)
+            continue
         cand.tied = cand.same_compute or cand.value == best.value
         cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else ("equal value" if cand.tied else "")
     if untested:
-        notes.append(f"no stored samples for {len(untested)} cell(s): compared by point estimate only, without a confidence interval")
+        notes.append(f"no interval for {len(untested)} candidate(s) ({_no_interval(report)}): they tie with the best, never a win on point estimates")
 
     tied = [k for k in candidates if k.tied]
     verdict = "sole" if len(candidates) == 1 else ("tie" if len(tied) > 1 else "win")
     rec = Recommendation(report.run.id, target, model, obj, c, candidates, excluded, verdict, notes)
     _explain(rec)
     return rec
+
+
+def _no_interval(report: RunReport) -> str:
+    """Why a candidate's latency has no interval: its run's samples were dropped by gc, or none are loaded."""
+    if report.samples_dropped:
+        return f"samples of run {report.run.id} were dropped by edgebench gc"
+    return "no stored samples to resample"
 
 
 def _explain(rec: Recommendation) -> None:
@@ -426,7 +437,9 @@ def _explain(rec: Recommendation) -> None:
             notes.append(f"{len(thin)} candidate(s) tie only because a cell was measured in fewer than {MIN_PROCESSES} worker processes: not enough "
                          f"processes to call a win closer than {ties.ONE_PROCESS_MARGIN:g}x (one process's samples cannot show the variance "
                          f"between processes); re-run with measure.processes >= {MIN_PROCESSES}")
-        rest = len(rec.tied) - 1 - len(same) - len(thin)
+        # candidates without an interval (no samples) are explained by their own note, not as indistinguishable
+        blind = [k for k in rec.tied[1:] if not k.same_compute and not k.vs_best and rec.objective.statistics]
+        rest = len(rec.tied) - 1 - len(same) - len(thin) - len(blind)
         if rest > 0:
             what = (f"the interval of the {' or '.join(rec.objective.statistics)} ratio is not wholly above 1" if rec.objective.statistics
                     else f"their {rec.objective.label} is equal")
@@ -472,6 +485,8 @@ def comparison_text(k: Candidate) -> str:
         return "tie: same computation as the best (zeros run dense)" + (f"; {cis}" if cis else "")
     if k.vs_best:
         return (f"tie ({k.tie_reason}): " if k.tied else "worse: ") + cis
+    if k.tied and k.tie_reason:
+        return f"tie ({k.tie_reason}): no interval"
     return "tie: equal value" if k.tied else "worse (point estimate, no interval)"
 
 

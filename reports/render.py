@@ -1,4 +1,25 @@
-"""Write a run's report: ``report.md``, ``report.json``, ``cells.csv`` and ``samples.csv``."""
+"""Write a run's report: ``report.md``, ``report.json``, ``cells.csv``, ``samples.npz`` and ``report.html``
+(and ``samples.csv`` when asked: ``edgebench run/report --samples-csv``).
+
+``samples.npz`` holds every raw latency sample of the run, written with ``np.savez_compressed``; read it
+with ``np.load(path)`` (no pickle needed) or :func:`read_samples`. Its arrays, for the ``C`` cells that
+have samples, in the report's cell order:
+
+- ``cell_keys`` (str, ``C``): each cell's key ``model/recipe/backend/precision/bN/target``;
+- ``offsets`` (int64, ``C + 1``): cell ``i``'s samples are ``latency_ns[offsets[i]:offsets[i + 1]]``;
+- ``latency_ns`` (int64): every cell's per-batch latencies in nanoseconds, in measurement order, concatenated;
+- ``process_samples`` (int64) and ``process_offsets`` (int64, ``C + 1``): cell ``i``'s samples per worker
+  process are ``process_samples[process_offsets[i]:process_offsets[i + 1]]``, in the order the processes
+  ran, so its samples split into processes at their cumulative sums; empty for a cell measured in one
+  process (or stored before the counts were kept).
+
+Why ``.npz`` and not Parquet: numpy is already a core dependency (the worker needs it), while pyarrow
+would add 100+ MB to every install for one file; an ``.npz`` is exact for int64 nanoseconds and loads
+into numpy directly (pandas or polars from those arrays). Measured on a real run (small_cnn on ONNX
+Runtime, 3 305 samples): ``samples.npz`` 2.8 bytes a sample, ``samples.csv`` 54 (5.4 gzipped), so the
+default suite's 560k samples take about 1.5 MB instead of 30 MB. A run whose samples ``edgebench gc``
+dropped has no ``samples.npz`` (its report says so); an earlier report's file is left where it is.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +27,8 @@ import csv
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgebench.bench.contracts.files import atomic_open, atomic_write_text, writing
 from edgebench.bench.store import Store
@@ -60,6 +83,8 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         "Latency is per batch (ms); speedup and Δtop-1 are against the dense reference (ref) of the same "
         "model, backend and batch: the fp32 cell, so quantised rows show what quantising gained and lost. Peak RSS is the worker's; (+load) is the rise over its baseline after importing the runtime.",
     ]
+    if report.samples_dropped:  # a summarised run: said once, here; the cells keep their stored p50/p90/p99
+        out += ["", f"**Summarised run**: {report.samples_dropped}."]
     if recs:
         out += ["", "## Recommendation", "",
                 "p90 latency, top-1 drop of at most 1 pt vs dense on the same backend (`edgebench recommend` for other constraints; "
@@ -106,9 +131,11 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
     return "\n".join(out) + "\n"
 
 
-def write(store: Store, run_id: str, reports_root: Path) -> Path:
+def write(store: Store, run_id: str, reports_root: Path, samples_csv: bool = False) -> Path:
     """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder:
-    ``report.md``, ``report.json``, ``cells.csv``, ``samples.csv`` and the self-contained ``report.html``."""
+    ``report.md``, ``report.json``, ``cells.csv``, ``samples.npz`` (layout in the module docstring), the
+    self-contained ``report.html``, and with ``samples_csv`` every sample as ``samples.csv`` too. A run whose
+    samples ``edgebench gc`` dropped gets neither samples file: its report says so."""
     report = load(store, run_id, with_samples=True)
     out = Path(reports_root) / report.run.id
     with writing(out):
@@ -127,11 +154,56 @@ def write(store: Store, run_id: str, reports_root: Path) -> Path:
             d = row.to_dict()
             d["warnings"] = "; ".join(row.warnings)
             writer.writerow(d)
-    with atomic_open(out / "samples.csv", "w", newline="") as f:
+    has_samples = report.samples_dropped is None
+    if has_samples:
+        write_samples(report, out / "samples.npz")
+    if samples_csv and has_samples:
+        _write_samples_csv(report, out / "samples.csv")
+    html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows), samples_csv=samples_csv and has_samples)
+    return out
+
+
+def samples_arrays(report: RunReport) -> dict[str, np.ndarray]:
+    """The arrays of ``samples.npz`` (module docstring): every cell with samples, in the report's order."""
+    keys = [r.cell_key for r in report.rows if report.samples.get(r.cell_key)]
+    latencies = [np.asarray(report.samples[k], dtype=np.int64) for k in keys]
+    counts = [np.asarray(report.process_samples.get(k) or [], dtype=np.int64) for k in keys]
+
+    def offsets(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([p.size for p in parts], dtype=np.int64)]).astype(np.int64)
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    return {"cell_keys": np.asarray(keys, dtype=np.str_), "offsets": offsets(latencies), "latency_ns": joined(latencies),
+            "process_samples": joined(counts), "process_offsets": offsets(counts)}
+
+
+def write_samples(report: RunReport, path: Path) -> None:
+    """Write ``samples.npz`` atomically (a full disk leaves the old file whole and is one line)."""
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, **samples_arrays(report))
+
+
+def read_samples(path: Path) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """``samples.npz`` back as cell key -> (every sample in ns, the samples of each worker process); a cell
+    whose process counts were not kept has its samples as one process. For notebooks and the tests."""
+    with np.load(path, allow_pickle=False) as z:
+        keys, off, lat = z["cell_keys"], z["offsets"], z["latency_ns"]
+        counts, poff = z["process_samples"], z["process_offsets"]
+        out = {}
+        for i, key in enumerate(keys):
+            x = lat[off[i]:off[i + 1]]
+            per = counts[poff[i]:poff[i + 1]]
+            whole = per.size and int(per.sum()) == x.size  # counts that do not add up say nothing about processes
+            out[str(key)] = (x, np.split(x, np.cumsum(per)[:-1]) if whole else [x])
+    return out
+
+
+def _write_samples_csv(report: RunReport, path: Path) -> None:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell_key", "idx", "latency_ns"])
         for row in report.rows:
             for i, v in enumerate(report.samples.get(row.cell_key, [])):
                 writer.writerow([row.cell_key, i, v])
-    html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows))
-    return out

@@ -166,7 +166,7 @@ def statistic_interval(samples: Sequence[float] | np.ndarray, statistic: str = "
     var, df = _side(r)
     crit = float(sps.t.ppf(1 - (1 - level) / 2, df)) if math.isfinite(df) else float(sps.norm.ppf(1 - (1 - level) / 2))
     se = math.sqrt(var)
-    return r.point, r.point * math.exp(-crit * se), r.point * math.exp(crit * se)
+    return r.point, r.point * _exp(-crit * se), r.point * _exp(crit * se)
 
 
 # -- the interval of a ratio --------------------------------------------------------------------
@@ -212,6 +212,12 @@ class RatioCI:
         return text if self.decisive else text + f" ({'/'.join(map(str, self.processes))} processes)"
 
 
+def _exp(x: float) -> float:
+    """``exp`` that says infinity instead of raising: samples spread over many decades (a 30 s hang among
+    20 us samples) give an interval with no upper end, which ties, rather than a crashed report."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 def _side(r: Resampled) -> tuple[float, float]:
     """(variance of the log replicates corrected for few groups, its degrees of freedom)."""
     logs = np.log(np.maximum(r.reps, np.finfo(float).tiny))
@@ -232,7 +238,7 @@ def interval(best: Resampled, other: Resampled, level: float = LEVEL) -> RatioCI
     df = (va + vb) ** 2 / denom if denom > 0 else math.inf
     crit = float(sps.t.ppf(1 - (1 - level) / 2, df)) if math.isfinite(df) else float(sps.norm.ppf(1 - (1 - level) / 2))
     centre = math.log(ratio) if 0 < ratio < math.inf else 0.0
-    low, high = math.exp(centre - crit * se), math.exp(centre + crit * se)
+    low, high = _exp(centre - crit * se), _exp(centre + crit * se)
     return RatioCI(best.statistic, ratio, low, high, level, (best.processes, other.processes))
 
 

@@ -305,6 +305,15 @@ def accuracy_reference(row: Row, rows: list[Row]) -> tuple[Row | None, str]:
     return ref, how
 
 
+def samples_dropped_note(run: RunRecord) -> str | None:
+    """What a report says, once, about a run whose raw samples ``edgebench gc`` dropped (a summarised run:
+    its cells keep their stored p50/p90/p99, but nothing can be resampled); None while the samples are kept."""
+    when = run.samples_dropped_at
+    if when is None:
+        return None
+    return f"raw samples dropped by edgebench gc on {when:%Y-%m-%d}: intervals and samples.npz are not available"
+
+
 def by_target(rows: list[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for row in rows:
@@ -326,10 +335,15 @@ class RunReport:
     # samples; a cell measured in one process (or stored before this was kept) has none
     process_samples: dict[str, list[int]] = field(default_factory=dict)
 
+    @property
+    def samples_dropped(self) -> str | None:
+        """Why this run has no samples to resample (:func:`samples_dropped_note`), or None."""
+        return samples_dropped_note(self.run)
+
     def to_dict(self) -> dict[str, Any]:
         run = asdict(self.run)
-        for k in ("created_at", "finished_at"):
-            run[k] = run[k].isoformat() if run[k] else None
+        for k in ("created_at", "finished_at", "samples_dropped_at"):
+            run[k] = run[k].isoformat() if run.get(k) else None
         return {
             "run": run,
             "environments": self.environments,

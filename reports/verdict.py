@@ -110,7 +110,8 @@ def run(store: Store, base_ref: str, head_ref: str, th: cmp.Thresholds | None = 
         if use_history:
             history = {cmp.coordinates(c): _history_p50(store, head_run, c, th, head_fp, env_cache)
                        for c in head_cells if c.status == "ok"}
-        for comp in cmp.compare_cells(base_cells, head_cells, th, history):
+        notes += summarised_notes(store, base, base_run, head_ref, head_run, target)
+        for comp in cmp.compare_cells(base_cells, head_cells, th, history, runs=(base_run, head_run)):
             if comp.verdict == cmp.REGRESSED and comp.status == "compared" and use_history:
                 comp.since = _since(store, head_run, comp)
             cells.append(comp)
@@ -119,6 +120,23 @@ def run(store: Store, base_ref: str, head_ref: str, th: cmp.Thresholds | None = 
     _sort(cells)
     return cmp.Comparison(cmp.RunRef.of(store.run(first_base), base.label), cmp.RunRef.of(store.run(first_head), head_ref), th, cells,
                           env_checks, notes)
+
+
+def summarised_notes(store: Store, base: Side, base_run: str, head_ref: str, head_run: str, target: str) -> list[str]:
+    """A note for each side of a target whose run's samples ``edgebench gc`` dropped: its cells' latency
+    is inconclusive (compare.summarised_latency), and a summarised baseline should be moved."""
+    out = []
+    for label, run_id, is_base in ((base.label, base_run, True), (head_ref, head_run, False)):
+        when = store.run(run_id).samples_dropped_at
+        if when is None:
+            continue
+        text = (f"target {target}: {label} is run {run_id}, whose samples were dropped by edgebench gc on {when:%Y-%m-%d}: "
+                "its cells' latency is inconclusive (stored medians only, no test)")
+        if is_base and base.fingerprints is not None:  # a named baseline: say how to get a judgeable one
+            name = base.label.removeprefix("baseline ")
+            text += f"; point the baseline at a run with samples (edgebench baseline set {name} RUN --target {target}), and keep it with edgebench gc --keep-baselines"
+        out.append(text)
+    return out
 
 
 def _sort(cells: list[cmp.CellComparison]) -> None:

@@ -80,7 +80,7 @@ def test_first_run_builds_and_reports(two_runs):
     assert "all from cache" not in out
     md = report_path(out)
     assert md.exists() and md.parent.parent == two_runs["home"] / "reports"
-    assert {p.name for p in md.parent.iterdir()} == {"report.md", "report.html", "report.json", "cells.csv", "samples.csv"}
+    assert {p.name for p in md.parent.iterdir()} == {"report.md", "report.html", "report.json", "cells.csv", "samples.npz"}
 
 
 def test_second_run_rebuilds_nothing(two_runs):

@@ -137,7 +137,7 @@ def test_runs_counts_the_stored_cells(invoke, home):
 
 
 def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_files_whole(invoke, home, monkeypatch):
-    assert invoke("report", "--home", str(home)).exit_code == 0
+    assert invoke("report", "--samples-csv", "--home", str(home)).exit_code == 0
     folder = home / "reports" / "20260101-000000-aaaa0000"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert {"report.md", "report.json", "cells.csv", "samples.csv", "report.html"} <= set(before)
@@ -156,7 +156,7 @@ def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_files_whole(invoke,
             return self.inner.writerow(row)
 
     monkeypatch.setattr(render.csv, "writer", FillsUp)
-    result = invoke("report", "--home", str(home))
+    result = invoke("report", "--samples-csv", "--home", str(home))
     assert result.exit_code == 2
     assert result.output.strip() == (f"edgebench: cannot write {folder / 'samples.csv'}: No space left on device; "
                                      "free some space there (or make it writable)")

@@ -59,3 +59,16 @@ def test_unknown_model_is_a_clear_error(built):
     prep = Preparer(Cache(built.cache_root), log=lambda m: None)
     with pytest.raises(KeyError, match="small_cnn"):
         prep.dense("no_such_model")
+
+
+def test_checking_a_torch_artifact_gives_torch_its_threads_back():
+    # The torch backend's load sets torch's global thread count (1 for a check); left there, every later
+    # training in the host process ran on 1 thread and the same cache key held different bits.
+    import torch
+
+    from edgebench.bench.artifact_checks import host_threads_kept
+
+    before = torch.get_num_threads()
+    with host_threads_kept():
+        torch.set_num_threads(1 if before != 1 else 2)
+    assert torch.get_num_threads() == before

@@ -52,7 +52,8 @@ def test_new_store_is_at_head_with_every_table(store_url):
     with s.engine.connect() as conn:
         names = set(sa.inspect(conn).get_table_names())
         version = conn.execute(sa.text("SELECT value FROM edgebench_meta WHERE key = 'schema_version'")).scalar()
-    assert {"runs", "environments", "cells", "samples", "baselines", "edgebench_meta", "alembic_version"} <= names
+    assert {"runs", "environments", "cells", "cell_samples", "baselines", "edgebench_meta", "alembic_version"} <= names
+    assert "samples" not in names  # one blob per cell since 0005, no row per sample
     assert version == str(store_mod.SCHEMA_VERSION)
     assert Store(store_url).revision() == HEAD  # reopening changes nothing
 

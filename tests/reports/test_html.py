@@ -45,7 +45,7 @@ def svgs(html: str) -> dict[str, ET.Element]:
 
 def test_written_next_to_the_other_report_files(default_html):
     out, _ = default_html
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.csv", "report.html"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.npz", "report.html"}
 
 
 def test_self_contained(default_html):
@@ -156,7 +156,7 @@ def test_a_run_where_every_cell_failed_still_reports(tmp_path):
     assert "A exploded" in section(html, "failures") and "B exploded" in section(html, "failures")
     assert 'data-verdict="none"' in section(html, "recommendation")
     assert "nothing to plot" in section(html, "target-local")
-    assert (out / "report.md").exists() and (out / "samples.csv").exists()
+    assert (out / "report.md").exists() and (out / "samples.npz").exists()
 
 
 SWEEP_YAML = """name: sweep

@@ -1,4 +1,4 @@
-"""Report files (reports/render.py): Markdown per target, JSON, cells.csv and every sample in samples.csv."""
+"""Report files (reports/render.py): Markdown per target, JSON, cells.csv, every sample in samples.npz (and samples.csv when asked)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def report_dir(tmp_path):
 def test_files_are_written_in_the_run_folder(report_dir, tmp_path):
     out, _ = report_dir
     assert out == tmp_path / "reports" / RUN
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.csv", "report.html"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "cells.csv", "samples.npz", "report.html"}  # samples.csv: asked for
 
 
 def test_markdown_has_a_table_per_target_with_reference_rows(report_dir):
@@ -118,14 +118,83 @@ def test_cells_csv(report_dir):
     assert "SIGKILL" in failed["error"]
 
 
-def test_samples_csv_has_every_sample_in_order(report_dir):
-    out, cells = report_dir
+def test_samples_csv_has_every_sample_in_order(report_dir, tmp_path):
+    _, cells = report_dir
+    out = render.write(Store(tmp_path / "s.sqlite"), RUN, tmp_path / "reports", samples_csv=True)
+    assert 'href="samples.csv"' in (out / "report.html").read_text()
     with open(out / "samples.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["cell_key", "idx", "latency_ns"]
     expected = [[c.cell_key, str(i), str(v)] for c in cells if c.result for i, v in enumerate(c.result.samples_ns)]
     assert rows[1:] == expected
     assert len(expected) == 3 + 2 + 1
+
+
+def test_samples_npz_has_every_sample_exactly_in_the_documented_layout(report_dir):
+    import numpy as np
+
+    out, cells = report_dir
+    measured = [c for c in cells if c.result and c.result.samples_ns]
+    with np.load(out / "samples.npz", allow_pickle=False) as z:  # plain arrays: no pickle needed to read it
+        assert set(z.files) == {"cell_keys", "offsets", "latency_ns", "process_samples", "process_offsets"}
+        assert list(z["cell_keys"]) == [c.cell_key for c in measured]
+        assert z["offsets"].dtype == z["latency_ns"].dtype == np.int64
+        assert list(z["offsets"]) == [0, 3, 5, 6] and list(z["process_offsets"]) == [0, 0, 0, 0]
+        for i, c in enumerate(measured):
+            assert z["latency_ns"][z["offsets"][i]:z["offsets"][i + 1]].tolist() == c.result.samples_ns
+    assert 'href="samples.npz"' in (out / "report.html").read_text() and 'href="samples.csv"' not in (out / "report.html").read_text()
+
+
+def test_samples_npz_splits_processes_and_keeps_large_values_exact(tmp_path):
+    import numpy as np
+
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(RunRecord(RUN, "unit", "/x/unit.yaml", "", "running", dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)))
+    a = [20_000, 30_000_000_000, 20_001, 2**40, 25_000]  # a 20 us sample beside a 30 s one, and beyond 32 bits
+    b = list(range(1_000_000, 1_000_010))
+    for cell, counts in ((ok_cell("dense", "torch", 1.0, 0.9, a), [2, 3]), (ok_cell("l1-50", "torch", 1.0, 0.9, b), [])):
+        cell.result.process_samples = counts
+        store.add_cell(RUN, cell)
+    store.finish_run(RUN, "finished", {})
+    out = render.write(store, RUN, tmp_path / "reports")
+    got = render.read_samples(out / "samples.npz")
+    whole, per = got["small_cnn/dense/torch/fp32/b1/local"]
+    assert whole.tolist() == a and [p.tolist() for p in per] == [a[:2], a[2:]]
+    whole, per = got["small_cnn/l1-50/torch/fp32/b1/local"]
+    assert whole.tolist() == b and len(per) == 1  # one process: no counts stored
+    with np.load(out / "samples.npz") as z:
+        assert z["process_samples"].tolist() == [2, 3] and z["process_offsets"].tolist() == [0, 2, 2]
+
+
+def test_samples_npz_of_a_run_without_samples_is_written_empty(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(RunRecord(RUN, "unit", "/x/unit.yaml", "", "running", dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)))
+    store.add_cell(RUN, CellRecord("small_cnn/dense/torch/int8/b1/local", "small_cnn", "dense", "torch", "int8", 1, "local",
+                                   "skipped", error="torch supports precisions fp32, not int8"))
+    out = render.write(store, RUN, tmp_path / "reports")
+    assert render.read_samples(out / "samples.npz") == {}
+
+
+def test_samples_npz_on_a_full_disk_names_the_file_and_keeps_the_old_one(report_dir, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import numpy as np
+
+    from edgebench.bench.contracts.files import CannotWrite
+
+    out, _ = report_dir
+    old = (out / "samples.npz").read_bytes()
+
+    def full(f, **arrays):
+        f.write(b"PK partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(CannotWrite) as info:
+        render.write(Store(tmp_path / "s.sqlite"), RUN, tmp_path / "reports")
+    assert info.value.path == str(out / "samples.npz")
+    assert (out / "samples.npz").read_bytes() == old and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_fingerprint_line_markdown_and_short():
@@ -140,3 +209,18 @@ def test_fingerprint_line_markdown_and_short():
     assert fingerprint_line(fp, short=True) == "Cortex-A76 · 4 logical CPUs · 8000 MiB · Debian 12 · kernel 6.6 · Python 3.11 · litert 1.2"
     assert fingerprint_line({"error": "probe failed"}) == fingerprint_line({"error": "probe failed"}, short=True) == "probe failed"
     assert fingerprint_line({}, short=True) == "not recorded"
+
+
+def test_the_run_command_writes_samples_csv_only_when_asked(report_dir, tmp_path, capsys):
+    # `edgebench run --samples-csv` reaches render.write through cli._final_report (also after Ctrl-C or a full disk)
+    from types import SimpleNamespace
+
+    from edgebench.bench import cli
+
+    out, _ = report_dir
+    runner = SimpleNamespace(store=Store(tmp_path / "s.sqlite"), run_id=RUN)
+    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"), render)
+    assert not (out / "samples.csv").exists() and (out / "samples.npz").exists()
+    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"), render, samples_csv=True)
+    assert (out / "samples.csv").exists()
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out

@@ -195,3 +195,12 @@ def test_pooling_processes_records_where_each_one_starts():
     assert CellResult.from_dict(pooled.to_dict()).process_samples == [120, 100, 80]
     assert pool(parts[:1], 1, MeasureSettings()).process_samples == []  # one process: no boundaries
     assert CellResult.from_dict({"status": "ok"}).process_samples == []  # results stored before the field
+
+
+def test_samples_spread_over_many_decades_give_an_open_interval_not_an_error():
+    # a 30 s hang among 20 us samples, a handful of each: the log-scale interval has no finite upper end
+    a = [20_000, 30_000_000_000, 20_001, 2**40, 25_000]
+    ci = stats.compare(a, list(range(1_000_000, 1_000_010)), "mean", best_processes=[2, 3])  # math.exp overflowed here
+    assert ci.includes_one and ci.high == float("inf")
+    point, low, high = stats.statistic_interval(a, "mean", [2, 3])
+    assert low <= point and high == float("inf")
