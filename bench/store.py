@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -39,6 +40,11 @@ CONFIRMATION = "confirmation"
 # out of `latest` and of cell histories like a confirmation (a fit's table is not a night of the suite).
 FIT = "fit"
 _NOT_NIGHTS = (CONFIRMATION, FIT)
+# Opening a store of before revision 0005 converts its sample rows; from this many rows on that is said (logging,
+# which prints warnings to stderr when the application set up nothing), with the rate migration 0005 was measured at.
+SAY_CONVERSION_ROWS = 1_000_000
+CONVERSION_ROWS_PER_S = 450_000
+_log = logging.getLogger("edgebench.store")
 _PG_MIGRATION_LOCK = 0x6564676562656E63  # "edgebenc": pg_advisory_xact_lock key that serialises migrations
 metadata = sa.MetaData()
 
@@ -269,8 +275,20 @@ class Store(FitStore, latency_tables=latency_tables, fits=fits):  # fit tables' 
             if current is not None and current not in REVISIONS:
                 raise EdgebenchError(f"{self.display_url}: store schema revision {current} is newer than this edgebench ({HEAD}); upgrade edgebench")
             if current != HEAD:
+                self._say_sample_conversion(conn)
                 _upgrade(conn, stamp_first="0001" if current is None and _is_v1_store(conn) else None)
         self._check_schema_version()
+
+    def _say_sample_conversion(self, conn: sa.Connection) -> None:
+        """A store from before revision 0005 has one row per sample; converting a team's hundreds of millions
+        of rows takes minutes, once, and silence would look like a hang: say what is happening and how long."""
+        if not sa.inspect(conn).has_table("samples"):
+            return
+        rows = conn.execute(sa.text("SELECT count(*) FROM samples")).scalar() or 0
+        if rows >= SAY_CONVERSION_ROWS:
+            _log.warning("%s: converting %s latency samples (one row each) to one compressed blob per cell, once; "
+                         "about %s s at ~%d rows/s measured, then `edgebench gc` gives SQLite's space back",
+                         self.display_url, f"{rows:,}", f"{rows / CONVERSION_ROWS_PER_S:.0f}", CONVERSION_ROWS_PER_S)
 
     def _check_schema_version(self) -> None:
         with self.engine.connect() as conn:

@@ -168,3 +168,24 @@ def test_a_blob_this_edgebench_cannot_read_is_one_line_naming_the_cell(tmp_path)
     with pytest.raises(EdgebenchError, match=r"samples of cell row 9: sample blob of 1 bytes is shorter"):
         s.cells(RUNS[0])
     assert len(s.cells(RUNS[0], with_samples=False)) == 6  # summaries still read
+
+
+def test_converting_many_sample_rows_says_so_and_how_long(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "edgebench.sqlite"
+    shutil.copy(REV4_STORE, path)
+    monkeypatch.setattr(store_mod, "SAY_CONVERSION_ROWS", 10_000)  # the fixture has 16,531 rows
+    with caplog.at_level("WARNING", logger="edgebench.store"):
+        Store(path)
+    [said] = [r.getMessage() for r in caplog.records if r.name == "edgebench.store"]
+    assert "converting 16,531 latency samples" in said and str(path) in said and "about 0 s" in said
+    caplog.clear()
+    Store(path)  # converted: nothing more to say
+    assert not [r for r in caplog.records if r.name == "edgebench.store"]
+
+
+def test_a_small_store_converts_without_a_word(tmp_path, caplog):
+    path = tmp_path / "edgebench.sqlite"
+    shutil.copy(REV4_STORE, path)
+    with caplog.at_level("WARNING", logger="edgebench.store"):
+        Store(path)
+    assert not [r for r in caplog.records if r.name == "edgebench.store"]
