@@ -98,6 +98,10 @@ class Constraints:
                 "objective": self.objective, "batch": self.batch}
 
 
+SAME_COMPUTE = "same computation as the best (zeros run dense)"  # a tie's reason, said the same everywhere
+EQUAL_VALUE = "equal value"  # the tie of an objective without a statistic (size): the same value as the best
+
+
 @dataclass
 class Candidate:
     row: Row
@@ -400,14 +404,14 @@ def _recommend_model(report: RunReport, target: str, model: str, rows: list[Row]
                 cand.vs_best = [boot.compare(best.row.cell_key, a, cand.row.cell_key, b, s, scale, procs) for s in obj.statistics]
                 reason = tie_reason(cand.vs_best)
                 cand.tied = cand.same_compute or reason is not None
-                cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else (reason or "")
+                cand.tie_reason = SAME_COMPUTE if cand.same_compute else (reason or "")
                 continue
             untested.append(cand.row.cell_key)
             cand.tied = True  # no interval: nothing can show the best beats it
-            cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else _no_interval(report)
+            cand.tie_reason = SAME_COMPUTE if cand.same_compute else _no_interval(report)
             continue
         cand.tied = cand.same_compute or cand.value == best.value
-        cand.tie_reason = "same computation as the best (zeros run dense)" if cand.same_compute else ("equal value" if cand.tied else "")
+        cand.tie_reason = SAME_COMPUTE if cand.same_compute else (EQUAL_VALUE if cand.tied else "")
     if untested:
         notes.append(f"no interval for {len(untested)} candidate(s) ({_no_interval(report)}): they tie with the best, never a win on point estimates")
 
@@ -482,12 +486,12 @@ def comparison_text(k: Candidate) -> str:
         return "best"
     cis = "; ".join(ci.describe() for ci in k.vs_best)
     if k.same_compute:
-        return "tie: same computation as the best (zeros run dense)" + (f"; {cis}" if cis else "")
+        return f"tie: {SAME_COMPUTE}" + (f"; {cis}" if cis else "")
     if k.vs_best:
         return (f"tie ({k.tie_reason}): " if k.tied else "worse: ") + cis
-    if k.tied and k.tie_reason:
+    if k.tied and k.tie_reason != EQUAL_VALUE:  # a statistic without samples to resample (tie_reason says why)
         return f"tie ({k.tie_reason}): no interval"
-    return "tie: equal value" if k.tied else "worse (point estimate, no interval)"
+    return f"tie: {EQUAL_VALUE}" if k.tied else "worse (point estimate, no interval)"
 
 
 def format_text(recs: list[Recommendation]) -> str:

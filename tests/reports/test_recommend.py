@@ -316,3 +316,15 @@ def test_process_boundaries_round_trip_through_the_store(tmp_path):
     report = tables.load(store, "latest", with_samples=True)
     assert report.process_samples == {"m/dense/A/fp32/b1/local": [101, 100, 100]}
     assert tables.load(store, "latest").process_samples == {}  # only with the samples they describe
+
+
+def test_comparison_text_keeps_equal_value_apart_from_no_interval():
+    # an objective without a statistic (size) ties on equal value; a statistic without samples ties with its reason
+    from edgebench.reports.recommend import EQUAL_VALUE, Candidate, comparison_text
+
+    def cand(**kw):
+        return Candidate(row=None, value=1.0, drop_pts=None, reference="", rank=2, **kw)
+
+    assert comparison_text(cand(tied=True, tie_reason=EQUAL_VALUE)) == "tie: equal value"
+    assert comparison_text(cand(tied=True, tie_reason="no stored samples to resample")) == "tie (no stored samples to resample): no interval"
+    assert comparison_text(cand()) == "worse (point estimate, no interval)"
