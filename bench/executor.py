@@ -20,13 +20,14 @@ lookups; a step that failed fails its cells with the same error and is not retri
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import json
 import logging
 import pickle
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def run_step(step: Step, cache_root: str, models: dict[str, Any], pythonpath: li
     for folder in pythonpath:  # user factories beside the suite, as the driver imports them
         if folder not in sys.path:
             sys.path.append(folder)
-    # A Ray worker runs many tasks, and a torch export check leaves torch at 1 thread: set it every time.
+    # A Ray worker starts torch on 1 thread (OMP_NUM_THREADS=1) and runs many tasks: set the driver's count every time.
     torch.set_num_threads(step.threads)
     lines: list[str] = []
     prep = Preparer(Cache(Path(cache_root)), log=lines.append, models=models)
@@ -244,15 +245,31 @@ def prepare_on_ray(cells: list[Cell], preparer: Preparer, address: str | None = 
     steps = plan(cells, preparer, torch.get_num_threads())
     if not steps.steps:  # every cell is skipped before preparing (or a resumed run has none left): no cluster needed
         return steps
+    with _session(ray, address, num_cpus, log):
+        _run(ray, steps, preparer, pythonpath or [], log, progress)
+    return steps
+
+
+@contextlib.contextmanager
+def _session(ray: Any, address: str | None, num_cpus: int | None, log: Callable[[str], None]) -> Iterator[None]:
+    """Ray for the ``with`` body: the running instance, else one started here (``address``: a cluster to
+    connect to) and shut down after it: a local instance would otherwise idle beside the cells being timed."""
     started = not ray.is_initialized()
     if started:
         _start(ray, address, num_cpus, log)
     try:
-        _run(ray, steps, preparer, pythonpath or [], log, progress)
+        yield
     finally:
         if started:
-            ray.shutdown()  # a local instance would otherwise idle beside the cells being timed
-    return steps
+            ray.shutdown()
+
+
+def _cpus_for(ray: Any, threads: int) -> int:
+    """Ray CPUs a task training on ``threads`` torch threads reserves: that many, capped at the largest node so
+    it is never unschedulable. Reserving one would let two 2-thread tasks share a 2-CPU node on 4 threads, each
+    at half speed (measured: the prepare took 2x the in-process time)."""
+    largest = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
+    return int(max(1, min(threads, largest)))
 
 
 def _start(ray: Any, address: str | None, num_cpus: int | None, log: Callable[[str], None]) -> None:
@@ -269,18 +286,14 @@ def _start(ray: Any, address: str | None, num_cpus: int | None, log: Callable[[s
 
 
 def _run(ray: Any, steps: Plan, preparer: Preparer, pythonpath: list[str], log: Callable[[str], None], progress: Any) -> None:
-    # A task reserves as many CPUs as the torch threads it trains on (the driver's count, for the same bits),
-    # capped at the largest node so it is never unschedulable: two 2-thread steps on one 2-CPU node would
-    # otherwise run at once on 4 threads and each go at half speed (measured: 2x slower than in-process).
     task = ray.remote(max_retries=1)(run_step)  # retried once only if its node is lost, never for an error
-    largest = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
     root = str(Path(preparer.cache.root).resolve())
     models_ref = ray.put(dict(preparer.models))
     refs: dict[Key, Any] = {}
     by_ref: dict[Any, Step] = {}
     for step in steps.steps:
         needs = [refs[steps.aliases.get(k, k)] for k in step.needs]
-        refs[step.key] = task.options(num_cpus=max(1, min(step.threads, largest))).remote(step, root, models_ref, pythonpath, *needs)
+        refs[step.key] = task.options(num_cpus=_cpus_for(ray, step.threads)).remote(step, root, models_ref, pythonpath, *needs)
         by_ref[refs[step.key]] = step
     for alias, target in steps.aliases.items():
         refs[alias] = refs[target]
@@ -345,13 +358,10 @@ def sensitivity_on_ray(module: Any, example: Any, groups: list[Any], candidates:
     import ray
     import torch
 
-    started = not ray.is_initialized()
-    if started:
-        _start(ray, address, None, log)
-    try:
-        task = ray.remote(num_cpus=1, max_retries=1)(group_sensitivity)
-        shared = [ray.put(v) for v in (module, example, x, y, recalib_x)]
+    with _session(ray, address, None, log):
         threads = torch.get_num_threads()
+        task = ray.remote(num_cpus=_cpus_for(ray, threads), max_retries=1)(group_sensitivity)
+        shared = [ray.put(v) for v in (module, example, x, y, recalib_x)]
         refs = [task.remote(shared[0], shared[1], [g], {g.name: candidates.get(g.name, [])}, *shared[2:], threads)
                 for g in groups if candidates.get(g.name)]
         try:
@@ -360,6 +370,3 @@ def sensitivity_on_ray(module: Any, example: Any, groups: list[Any], candidates:
             for ref in refs:
                 ray.cancel(ref, force=True)
             raise
-    finally:
-        if started:
-            ray.shutdown()
