@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+
 import sqlalchemy as sa
 
 from edgebench.bench.contracts.errors import EdgebenchError
@@ -103,11 +104,15 @@ def _drop_run(store: Store, run_id: str) -> tuple[int, int] | None:
                               .values(samples_dropped_at=now())).rowcount
         if not marked:
             return None
-        count, size = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(cell_samples.c.count), 0),
-                                             sa.func.coalesce(sa.func.sum(sa.func.length(cell_samples.c.data)), 0))
-                                   .where(cell_samples.c.cell_id.in_(run_cells))).one()
+        count, size = conn.execute(_totals().where(cell_samples.c.cell_id.in_(run_cells))).one()
         conn.execute(cell_samples.delete().where(cell_samples.c.cell_id.in_(run_cells)))
     return int(count), int(size)
+
+
+def _totals() -> sa.Select:
+    """Samples and blob bytes of the ``cell_samples`` rows a ``where`` picks (0, 0 for none)."""
+    return sa.select(sa.func.coalesce(sa.func.sum(cell_samples.c.count), 0),
+                     sa.func.coalesce(sa.func.sum(sa.func.length(cell_samples.c.data)), 0))
 
 
 def _baseline_reasons(conn: sa.Connection) -> dict[str, str]:
@@ -127,9 +132,7 @@ def _blob_totals(store: Store, run_ids: list[str]) -> tuple[int, int]:
     with store.engine.connect() as conn:
         for start in range(0, len(run_ids), 500):  # bounded IN lists (SQLite's parameter limit)
             chunk = run_ids[start:start + 500]
-            n, size = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(cell_samples.c.count), 0),
-                                             sa.func.coalesce(sa.func.sum(sa.func.length(cell_samples.c.data)), 0))
-                                   .select_from(cell_samples.join(cells, cells.c.id == cell_samples.c.cell_id))
+            n, size = conn.execute(_totals().select_from(cell_samples.join(cells, cells.c.id == cell_samples.c.cell_id))
                                    .where(cells.c.run_id.in_(chunk))).one()
             total_samples, total_bytes = total_samples + int(n), total_bytes + int(size)
     return total_samples, total_bytes
