@@ -6,6 +6,7 @@ sys.path would shadow it. Modules that need ``fake_path`` import it from here.""
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,14 @@ def fake_path(tmp_path, monkeypatch):
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     return bin_dir
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    """``predicate()``'s first truthy value, polled every 50 ms; the test fails naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")

@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from edgebench.bench.store import Store
+from targets_support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +34,6 @@ def start(suite: Path, targets: Path, home: Path, store: str, cwd: Path) -> subp
     return subprocess.Popen([sys.executable, "-m", "edgebench.bench.cli", "run", str(suite), "--target", "ssh-loopback", "--targets", str(targets),
                              "--home", str(home), "--store", store], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "250"})
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def run_id_of(out: str) -> str:
@@ -66,7 +56,7 @@ def test_two_runs_on_one_board_never_measure_at_the_same_time(ssh_loopback, buil
     first = start(suite, targets, homes[0], store, tmp_path)
     procs = [first]
     try:
-        _wait(server.workers, 300, "the first run's first remote worker")  # the first run holds the board now
+        wait_for(server.workers, 300, "the first run's first remote worker")  # the first run holds the board now
         second = start(suite, targets, homes[1], store, tmp_path)
         procs.append(second)
         out_a, _ = first.communicate(timeout=600)

@@ -22,6 +22,7 @@ import yaml
 
 from edgebench.bench.contracts.flags import CODES
 from edgebench.bench.store import Store
+from targets_support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -110,16 +111,6 @@ def test_loopback_run_has_the_shape_of_a_local_run_and_copies_files_once(ssh_loo
     assert "Device state per cell" in md and "other processes" in md
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs_the_rest(ssh_loopback, home, tmp_path):
     server = ssh_loopback.server
     targets = ssh_loopback.write_targets(tmp_path / "targets.yaml", server.profile(workdir=tmp_path / "device"))
@@ -128,10 +119,10 @@ def test_lost_connection_and_killed_worker_fail_only_their_cells_and_resume_runs
     proc = subprocess.Popen([sys.executable, "-m", "edgebench.bench.cli", "run", str(suite), "--target", "ssh-loopback", "--targets", str(targets),
                              "--home", str(home)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        first = _wait(server.workers, 300, "the first remote worker")
+        first = wait_for(server.workers, 300, "the first remote worker")
         time.sleep(0.5)
         assert server.kill_connections() >= 1  # the link drops mid-cell
-        second = _wait(lambda: [p for p in server.workers() if p.pid not in {w.pid for w in first}], 120, "the next remote worker")
+        second = wait_for(lambda: [p for p in server.workers() if p.pid not in {w.pid for w in first}], 120, "the next remote worker")
         time.sleep(0.5)
         os.kill(second[0].pid, signal.SIGKILL)  # the worker dies on the board
         out, _ = proc.communicate(timeout=300)
