@@ -11,6 +11,7 @@ must only import the backend's own runtime: the heavy host imports (torch, onnx)
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +55,10 @@ class Calibration:
 
     data: np.ndarray
     method: str = "minmax"
+    # Quantisation-aware training (a recipe's ``quantize: {qat: true}``): ``qat(prepared)`` fine-tunes
+    # a PT2E fake-quant module in place on the training split (models/qat.py) and returns it; the
+    # backend prepares it with its own quantiser (prepare_qat_pt2e) instead of calibrating on ``data``.
+    qat: Callable[[Any], Any] | None = None
 
 
 class Session:

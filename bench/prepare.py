@@ -216,7 +216,7 @@ class Preparer:
             t0 = time.perf_counter()
             train.seed_everything(recipe.seed)
             module = self._module(dense)
-            module = recipe_lib.apply(recipe, module, self._context(recipe, data, dense))
+            module = recipe_lib.apply(recipe, module, self._context(recipe, data, dense, model_name))
             save_module(module, json.loads((dense.dir / "arch.json").read_text()), out)
             facts = model_facts(module, data.x_test[:1])
             base = dense.manifest["facts"]
@@ -358,7 +358,7 @@ class Preparer:
         self._say(entry, f"torchscript {model_name}", "imported", _top1_text(entry))
         return entry
 
-    def _context(self, recipe: recipe_lib.Recipe, data: datasets.Dataset, dense: Entry) -> recipe_lib.PruneContext:
+    def _context(self, recipe: recipe_lib.Recipe, data: datasets.Dataset, dense: Entry, model_name: str) -> recipe_lib.PruneContext:
         import torch
 
         from edgebench.models import train
@@ -383,7 +383,27 @@ class Preparer:
                 yield torch.from_numpy(data.x_train[idx.numpy()]), torch.from_numpy(data.y_train[idx.numpy()])
 
         example = torch.from_numpy(data.x_test[:1])
-        return recipe_lib.PruneContext(finetune=finetune, example=example, batches=batches)
+        return recipe_lib.PruneContext(finetune=finetune, example=example, batches=batches, rewind=self._rewinder(model_name, data))
+
+    def _rewinder(self, model_name: str, data: datasets.Dataset) -> Callable[[int], Any] | None:
+        """``rewind(epoch)``: the dense model's weights after ``epoch`` epochs of its training, replayed
+        exactly as :meth:`_dense` trains it (same seed, same cosine schedule, stopped early). None
+        for a model not trained here (user weights, no labels): there is no trajectory to rewind to."""
+        from edgebench.models import train
+
+        spec = self.spec(model_name)
+        if spec.weights or not spec.train_epochs or not data.has_labels:
+            return None
+
+        def rewind(epoch: int) -> Any:
+            if not 0 <= epoch <= spec.train_epochs:
+                raise ValueError(f"rewind epoch {epoch} is outside {model_name}'s training (0..{spec.train_epochs} epochs)")
+            train.seed_everything(0)
+            module = build_module(spec.arch())
+            train.train(module, data, spec.train_epochs, spec.lr, seed=0, stop_after=epoch)
+            return module.state_dict()
+
+        return rewind
 
     def _say(self, entry: Entry, what: str, verb: str, detail: str) -> None:
         state = f"cached ({entry.key[:8]})" if entry.hit else f"{verb} ({entry.key[:8]})"

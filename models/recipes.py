@@ -63,14 +63,22 @@ class Quantize(Strict):
     """Quantisation requested for the exported model (consumed by the export backends, not here).
 
     ``precision`` int8 or fp16; ``calibration`` how int8 activation ranges are chosen from the
-    calibration subset (ignored for fp16); ``qat``: quantisation-aware fine-tuning with fake-quant
-    modules, applied only where the export path supports it (the others quantise after training).
-    Validated and stored here; no pruning method reads it.
+    calibration subset (ignored for fp16, and for QAT, whose ranges are learned); ``qat``:
+    quantisation-aware fine-tuning through PT2E fake-quant for ``epochs`` at ``lr`` after pruning,
+    with the quantiser of each int8 backend, at its export step. No pruning method reads it.
     """
 
     precision: Literal["int8", "fp16"]
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     qat: bool = False
+    epochs: int = Field(2, ge=1, le=1000, description="QAT fine-tuning epochs (qat: true only)")
+    lr: float = Field(0.001, gt=0, le=10, description="QAT fine-tuning learning rate (qat: true only)")
+
+    @model_validator(mode="after")
+    def _qat_is_int8(self) -> Quantize:
+        if self.qat and self.precision != "int8":
+            raise PydanticCustomError("quantize", "qat trains int8 fake-quant; precision {precision} has nothing to train: set precision: int8 or remove qat", {"precision": self.precision})
+        return self
 
 
 class Recipe(Strict):
@@ -84,12 +92,12 @@ class Recipe(Strict):
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
-        """What determines the pruned checkpoint: not the description, not ``quantize`` unless it asks
-        for QAT (post-training quantisation happens at export), and not a default one-shot schedule
-        (so one-shot recipes keep the cache keys they had before schedules existed)."""
+        """What determines the pruned checkpoint: not the description, not ``quantize`` (post-training
+        quantisation and QAT both happen at each backend's export step, with that backend's quantiser,
+        so a QAT recipe and its PTQ twin share one pruned fp32 checkpoint), and not a default one-shot
+        schedule (so one-shot recipes keep the cache keys they had before schedules existed)."""
         out = self.model_dump(exclude={"description"})
-        if self.quantize is None or not self.quantize.qat:
-            del out["quantize"]
+        del out["quantize"]
         if self.schedule == Schedule():
             del out["schedule"]
         return out
@@ -104,7 +112,10 @@ class PruneContext:
     overridden; ``example`` is one input batch (a torch tensor) for tracing; ``batches(n)`` yields
     ``n`` (inputs, labels) training batches, e.g. for Taylor importance; ``classifier`` is the final
     layer, which keeps its output width (None: the last Linear). ``schedule`` is the recipe's
-    :class:`Schedule`, filled in by :func:`apply`.
+    :class:`Schedule`, filled in by :func:`apply`. ``rewind(epoch)`` returns the state_dict the dense
+    model had after ``epoch`` epochs of its own training (same seed, same schedule: 0 is its
+    initialisation), for weight rewinding (lottery tickets); None where the dense model was not
+    trained here.
     """
 
     finetune: Callable[..., Any]
@@ -112,6 +123,7 @@ class PruneContext:
     batches: Callable[[int], Any]
     classifier: Any = None
     schedule: Schedule | None = None
+    rewind: Callable[[int], Any] | None = None
 
 
 class Method:

@@ -29,6 +29,7 @@ def train(
     teacher: nn.Module | None = None,
     kd_temperature: float = 4.0,
     kd_alpha: float = 0.0,
+    stop_after: int | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``data``'s training split.
 
@@ -36,6 +37,8 @@ def train(
     subgradient on BN scales); ``after_step()`` runs after it (e.g. re-applying a mask). With a
     ``teacher`` and ``kd_alpha > 0`` the loss is Hinton's distillation loss:
     ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+    ``stop_after``: run only the first that many epochs of the ``epochs``-long schedule (the same
+    learning rates and batches as the full run up to there: an early checkpoint of that run).
     """
     if epochs <= 0:
         return model
@@ -47,7 +50,9 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if stop_after is not None and epoch >= stop_after:
+            break
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
