@@ -55,9 +55,11 @@ class Calibration:
 
     data: np.ndarray
     method: str = "minmax"
-    # Quantisation-aware training (a recipe's ``quantize: {qat: true}``): ``qat(prepared)`` fine-tunes
-    # a PT2E fake-quant module in place on the training split (models/qat.py) and returns it; the
-    # backend prepares it with its own quantiser (prepare_qat_pt2e) instead of calibrating on ``data``.
+    # Quantisation-aware training (a recipe's ``quantize: {qat: true}``): the backend prepares the
+    # model with its own quantiser (prepare_qat_pt2e) instead of calibrating on ``data``, and
+    # ``qat(prepared)`` fine-tunes that fake-quant module in place on the training split (NCHW float
+    # inputs; models/qat.py) and returns facts about the training (epochs, lr, seed, steps) for the
+    # artifact. None: post-training calibration (no QAT asked, or nothing to train: a given file).
     qat: Callable[[Any], Any] | None = None
 
 
@@ -119,6 +121,9 @@ class Backend:
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: bump when export() would write a different artifact for the same inputs (part of the cache key)
     export_version: ClassVar[int] = 1
+    #: the quantiser its int8 export trains with for a QAT recipe (``quantize: {qat: true}``); None: its
+    #: int8 is post-training only, and the run's notes say so
+    qat_quantizer: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
     #: backend-specific options a suite may set (``backends: [{name: litert, options: {...}}]``),
     #: each with a one-line description; options that change the artifact go to :meth:`export` too,

@@ -68,6 +68,7 @@ class OrtBackend(Backend):
     consumes = "onnx"
     precisions = ("fp32", "int8", "int8-dynamic")
     install_hint = "pip install 'edgebench[onnxruntime]'"
+    qat_quantizer = "torchao X86InductorQuantizer"  # int8 QAT: export_qat (the runner's notes name it)
     options = {
         "reduce_range": "int8 weights in 7 bits: auto (default: when full range disagrees with fp32 on the calibration images, "
                         "as on x86 without VNNI), true or false",
@@ -147,6 +148,8 @@ class OrtBackend(Backend):
             if importlib.util.find_spec("onnxruntime") is not None:  # a fact from the host's optimiser, where there is one
                 art.facts["optimized_ops"] = optimized_ops(art.path)
             return art
+        if precision == "int8" and calibration is not None and calibration.qat is not None:
+            return export_qat(model.module, example, out_dir / "model.onnx", calibration, options)
         fp32 = self._export_fp32(model, example, out_dir / "fp32" / "model.onnx")
         try:
             return quantize(fp32.path, out_dir / "model.onnx", precision, calibration, options)
@@ -265,6 +268,62 @@ def quantize(src: Path, dst: Path, precision: str, calibration: Any, options: di
     pre.with_name("ranges.json").unlink(missing_ok=True)
     facts["optimized_ops"] = optimized_ops(dst)
     return Artifact(path=dst, files=[dst], facts={"opset": _opset(dst), **facts})
+
+
+def export_qat(module: Any, example: np.ndarray, path: Path, calibration: Any, options: dict[str, Any] | None = None) -> Artifact:
+    """Quantisation-aware training, then the QDQ ONNX file: torchao's x86 quantiser (uint8 per-tensor
+    activations, int8 symmetric per-channel weights: the combination ONNX Runtime's CPU int8 kernels
+    take), ``prepare_qat_pt2e``, ``calibration.qat`` trains the fake-quant graph, ``convert_pt2e``
+    writes the learned scales as Quantize/DequantizeLinear pairs that ONNX Runtime's optimiser fuses
+    into QLinearConv. ``reduce_range: true`` gives 7-bit activations (the x86 quantiser's own answer
+    to VPMADDUBSW saturation on CPUs without VNNI); QAT learns its ranges, so ``auto`` keeps 8 bits."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+    from edgebench.models import qat as qat_lib
+
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ValueError("QAT needs torch.export, which cannot read TorchScript; give factory and weights instead")
+    reduce = (options or {}).get("reduce_range", "auto")
+    if reduce not in ("auto", True, False):
+        raise ValueError(f"onnxruntime option reduce_range is {reduce!r}; use auto, true or false")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # Traced at batch 2: at batch 1 torch.export specialises the batch to 1 (0/1 specialisation).
+    sample = torch.from_numpy(np.concatenate([example[:1]] * 2))
+    # consistent_fake_quant: train on the weight grid convert_pt2e writes (models/qat.py says why)
+    quantizer = X86InductorQuantizer().set_global(qat_lib.consistent_fake_quant(get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=reduce is True)))
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_loggers("torch.onnx", "torch.export", "onnxscript"):
+        warnings.simplefilter("ignore")
+        # A dynamic batch: the graph is trained on batches of 64 and exported for any batch.
+        graph = torch.export.export(module.eval(), (sample,), dynamic_shapes=({0: batch},)).module()
+        # a module called twice (ResNet's one ReLU per block) would put two outputs in one partition,
+        # which the x86 annotator refuses ("Input partition has more than one output node")
+        qat_lib.split_shared_module_calls(graph)
+        prepared = prepare_qat_pt2e(graph, quantizer)
+        trained = calibration.qat(prepared)
+        converted = convert_pt2e(prepared)
+        torch.onnx.export(converted, (sample,), str(path), dynamo=True, external_data=False, dynamic_shapes=({0: batch},),
+                          input_names=["input"], output_names=["logits"])
+    _drop_node_metadata(path)
+    quant = {"kind": f"QAT (PT2E fake-quant, {trained['epochs']} epochs)", "format": "QDQ", "quantizer": "torchao X86InductorQuantizer",
+             "weights": "int8 symmetric per-channel", "activations": f"uint8 per-tensor{', 7-bit range (reduce_range)' if reduce is True else ''}",
+             "reduce_range": reduce is True, "qat": trained}
+    return Artifact(path=path, files=[path], facts={"opset": _opset(path), "quantization": quant, "optimized_ops": optimized_ops(path)})
+
+
+def _drop_node_metadata(path: Path) -> None:
+    """Remove the exporter's per-node metadata (PyTorch stack traces and names: 27 of the 43 KiB of a
+    QAT small_cnn), which ONNX Runtime's quantiser drops from a PTQ artifact, so the two int8
+    artifacts' sizes compare weights with weights."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 # Histogram settings for the entropy (KL) and percentile calibrators: ONNX Runtime's quantize_static

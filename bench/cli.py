@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.bench import cli_fit, cli_list, cli_regress, cli_reports, cli_store, cli_targets
+from edgebench.bench import cli_fit, cli_list, cli_regress, cli_reports, cli_sensitivity, cli_store, cli_targets
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, TargetsFileOpt, console, err, global_options, open_store, require_store
 from edgebench.bench.cli_common import paths as _paths
 from edgebench.bench.contracts.errors import EdgebenchError
@@ -33,6 +33,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: an existing Ray cluster (e.g. auto); a local one is started otherwise."),
     lease_timeout: Optional[float] = typer.Option(None, "--lease-timeout", min=0, help="Seconds a target waits for its lease while another run measures on it (default: as long as it takes)."),
     samples_csv: bool = typer.Option(False, "--samples-csv", help="Also write every raw sample as samples.csv (samples.npz is always written)."),
+    pareto_accuracy: cli_reports.ParetoAccuracy = cli_reports.ParetoAccuracyOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -70,17 +71,17 @@ def run(
             summary = runner.run(loaded, resume=resume)
     except KeyboardInterrupt:
         # typer would turn this into a silent exit 130 before main() saw it: say what was kept, here
-        _final_report(runner, paths, render, samples_csv)
+        _final_report(runner, paths, render, samples_csv, pareto_accuracy)
         _stopped(runner, "interrupted")
         raise typer.Exit(130) from None
     except CannotWrite as exc:
-        _final_report(runner, paths, render, samples_csv)
+        _final_report(runner, paths, render, samples_csv, pareto_accuracy)
         _stopped(runner, str(exc))
         raise typer.Exit(2) from None
     except BaseException:
-        _final_report(runner, paths, render, samples_csv)  # whatever stopped the run, the cells it finished get their report
+        _final_report(runner, paths, render, samples_csv, pareto_accuracy)  # whatever stopped the run, the cells it finished get their report
         raise
-    _final_report(runner, paths, render, samples_csv)
+    _final_report(runner, paths, render, samples_csv, pareto_accuracy)
     built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
@@ -95,13 +96,14 @@ def run(
         raise typer.Exit(1)
 
 
-def _final_report(runner: Any, paths: Any, render: Any, samples_csv: bool = False) -> None:
+def _final_report(runner: Any, paths: Any, render: Any, samples_csv: bool = False, pareto_accuracy: Any = "top1") -> None:
     """Write the run's report (an interrupted run's too, of the cells it finished) and say where; a full
     disk here is one line, not a second error hiding the first."""
     if runner is None or runner.run_id is None:
         return
     try:
-        report_dir = render.write(runner.store, runner.run_id, paths.reports, samples_csv=samples_csv)
+        report_dir = cli_reports.write_report(runner.store, runner.run_id, paths.reports, samples_csv, pareto_accuracy,
+                                              note=lambda m: console.print(m, markup=False))
     except CannotWrite as exc:
         err.print(f"edgebench: report not written: {exc}", markup=False)
         return
@@ -172,12 +174,11 @@ def _print_table(table: Table) -> None:
 @app.command()
 def report(run_id: str = typer.Argument("latest"),
            samples_csv: bool = typer.Option(False, "--samples-csv", help="Also write every raw sample as samples.csv (samples.npz is always written)."),
+           pareto_accuracy: cli_reports.ParetoAccuracy = cli_reports.ParetoAccuracyOpt,
            home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt) -> None:
     """(Re)write a stored run's report files."""
-    from edgebench.reports import render
-
     paths = _paths(home, store)
-    out = render.write(open_store(home, store), run_id, paths.reports, samples_csv=samples_csv)
+    out = cli_reports.write_report(open_store(home, store), run_id, paths.reports, samples_csv, pareto_accuracy)
     console.print(f"report: {out / 'report.md'}", markup=False)
     console.print(f"html:   {out / 'report.html'}", markup=False)
 
@@ -195,6 +196,7 @@ cli_reports.register(app)  # edgebench recommend
 cli_regress.register(app)  # compare, check, baseline, history, export
 cli_targets.register(app)  # target list/show/probe/setup
 cli_fit.register(app)  # fit: prune to a latency budget measured on the target
+cli_sensitivity.register(app)  # sensitivity: each layer/group pruned alone at each ratio, accuracy vs ratio
 cli_store.register(app)  # gc: drop old runs' raw samples, keep their summaries and baselines
 
 

@@ -1,4 +1,5 @@
-"""Report commands of the ``edgebench`` command line: ``edgebench recommend``.
+"""Report commands of the ``edgebench`` command line: ``edgebench recommend``, and the report options that
+``run`` and ``report`` (bench/cli.py) share: ``--pareto-accuracy`` and :func:`write_report`.
 
 ``bench/cli.py`` calls :func:`register` once; the options ``--home``/``--store`` and the way a run is named
 (an id, a unique prefix, or ``latest``) are the same as for ``show`` and ``report``.
@@ -9,11 +10,43 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from edgebench.bench.cli_common import HomeOpt, StoreOpt, console, open_store
+
+
+class ParetoAccuracy(str, Enum):
+    """The Pareto view's accuracy axis: each cell's top-1, or the recipe's robust top-1 (reports/robustness.py)."""
+
+    top1 = "top1"
+    robust = "robust"
+
+
+ParetoAccuracyOpt = typer.Option(
+    ParetoAccuracy.top1, "--pareto-accuracy",
+    help="The Pareto view's accuracy axis: each cell's top-1, or robust top-1 (mean corrupted top-1 of the recipe's PyTorch fp32 model; "
+         "fp32 cells only, as int8/fp16 robustness is not measured). Needs `robustness:` in the suite.")
+
+
+def write_report(store: Any, run_id: str, reports_root: Path, samples_csv: bool = False, pareto_accuracy: ParetoAccuracy = ParetoAccuracy.top1,
+                 note: Callable[[str], None] | None = None) -> Path:
+    """Write a run's report files (reports/render.py). Asked for the robust axis, a run without robustness
+    numbers is one line and exit 2 (raised: ``edgebench report``), or with ``note`` (``edgebench run``, whose
+    cells are measured already) that line is said and the report is written on the top-1 axis."""
+    from edgebench.reports import render
+    from edgebench.reports.robustness import NoRobustnessData
+
+    axis = ParetoAccuracy(pareto_accuracy).value
+    try:
+        return render.write(store, run_id, reports_root, samples_csv=samples_csv, pareto_accuracy=axis)
+    except NoRobustnessData as exc:
+        if note is None:
+            raise
+        note(f"note: run {run_id} has no robustness data, so its Pareto view uses top-1 instead of robust top-1; "
+             "add `robustness: true` to the suite to measure it")
+        return render.write(store, run_id, reports_root, samples_csv=samples_csv)
 
 
 class ObjectiveChoice(str, Enum):

@@ -27,6 +27,7 @@ from edgebench.bench.contracts.results import MeasureSettings
 from edgebench.bench.contracts.strict import Strict
 from edgebench.bench.measure import usable_cpus
 from edgebench.models import data, recipes, zoo
+from edgebench.models import robustness as robustness_lib
 from edgebench.targets.profiles import load_profiles
 
 SUITES = Path(__file__).parent / "suites"
@@ -116,6 +117,53 @@ class FitEntry(Strict):
         return v
 
 
+class RobustnessBlock(Strict):
+    """``robustness:`` in a suite: ``true`` for the defaults, or which corruptions, severities and FGSM budgets
+    (models/robustness.py). Evaluated on the host with PyTorch at fp32, once per (model, recipe)."""
+
+    corruptions: list[str] = Field(default_factory=lambda: list(robustness_lib.CORRUPTIONS), min_length=1)
+    severities: list[int] = Field(default_factory=lambda: list(robustness_lib.SEVERITIES), min_length=1)
+    fgsm_eps: list[float] = Field(default_factory=lambda: list(robustness_lib.FGSM_EPS), description="pixel units: 0.0314 or '8/255'")
+    seed: int = Field(0, ge=0)
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in robustness_lib.CORRUPTIONS:
+                close = difflib.get_close_matches(name, robustness_lib.CORRUPTIONS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown corruption {name!r}; {hint}known: {', '.join(robustness_lib.CORRUPTIONS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a corruption is listed twice; list each once")
+        return v
+
+    @field_validator("severities")
+    @classmethod
+    def _known_severities(cls, v: list[int]) -> list[int]:
+        if any(s not in robustness_lib.SEVERITIES for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"severities are {', '.join(map(str, robustness_lib.SEVERITIES))}, each at most once; got {v}")
+        return v
+
+    @field_validator("fgsm_eps", mode="before")
+    @classmethod
+    def _eps(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for e in v:
+            if isinstance(e, str) and e.count("/") == 1:  # '8/255': the way the literature writes it
+                num, den = e.split("/")
+                try:
+                    e = float(num) / float(den)
+                except (ValueError, ZeroDivisionError):
+                    raise ValueError(f"{e!r} is not a number or a fraction such as '8/255'") from None
+            if isinstance(e, (int, float)) and not isinstance(e, bool) and not 0 <= e <= 1:
+                raise ValueError(f"eps {e:g} is outside the pixel range [0, 1]; eps is a fraction of it: 8/255 is 0.0314 (write '8/255')")
+            out.append(e)
+        return out
+
+
 class Suite(Strict):
     name: str = "custom"
     description: str = ""
@@ -130,6 +178,7 @@ class Suite(Strict):
     measure: Measure = Field(default_factory=Measure)
     cell_timeout_s: float = Field(300.0, gt=0)
     fits: list[FitEntry] = Field(default_factory=list, description="models fitted to a latency budget before the cells (edgebench fit)")
+    robustness: RobustnessBlock | None = Field(None, description="accuracy under corruptions and FGSM per (model, recipe), PyTorch fp32 on the host: true or {corruptions, severities, fgsm_eps, seed}")
 
     def model_names(self) -> list[str]:
         return [m if isinstance(m, str) else m.name for m in self.models]
@@ -139,6 +188,14 @@ class Suite(Strict):
     def _names_are_refs(cls, v: Any) -> Any:
         # `- torch` is shorthand for `- {name: torch}`; one type keeps error locations plain.
         return [{"name": b} if isinstance(b, str) else b for b in v] if isinstance(v, list) else v
+
+    @field_validator("robustness", mode="before")
+    @classmethod
+    def _robustness_switch(cls, v: Any) -> Any:
+        # `robustness: true` is the defaults, `false` (or nothing) is off
+        if v is not None and not isinstance(v, (bool, dict)):
+            raise ValueError("give true, false or a mapping with corruptions, severities, fgsm_eps and seed")
+        return {} if v is True else (None if v is False else v)
 
     @field_validator("batch_sizes")
     @classmethod
@@ -354,7 +411,8 @@ def load_suite(path: Path | None = None, targets: list[str] | None = None, targe
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:
-        known = {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields), "models": list(UserModel.model_fields)}
+        known = {"": list(Suite.model_fields), "measure": list(Measure.model_fields), "backends": list(BackendRef.model_fields), "models": list(UserModel.model_fields),
+                 "robustness": list(RobustnessBlock.model_fields)}
         raise from_validation_error(source, exc, known) from None
     _reject_repeats(suite, source)
     _check_timeout(suite, source)

@@ -336,24 +336,29 @@ def _seed(preparer: Preparer, result: StepResult, log: Callable[[str], None]) ->
         log(line)
 
 
-# -- edgebench fit: the sensitivity of each channel group as its own task ---------------------------
+# -- edgebench fit / sensitivity: the sensitivity of each channel group (or layer) as its own task -----
 def group_sensitivity(module: Any, example: Any, groups: list[Any], candidates: dict[str, list[int]], x: Any, y: Any,
-                      recalib_x: Any, threads: int) -> list[Any]:
-    """One task's share of ``models.fit.sensitivity``: the same call for some of the groups. It seeds
-    torch itself and each (group, width) works on its own copy of the dense model, so a group's rows
-    do not depend on which groups came before it; the driver's thread count keeps the bits the same."""
+                      recalib_x: Any, threads: int, options: dict[str, Any] | None = None) -> list[Any]:
+    """One task's share of ``models.fit.sensitivity`` (``options`` None) or of ``models.fit.scores``
+    with ``options`` (kind, importance, eval split): the same call for some of the units. It seeds
+    torch itself and each (unit, width) works on its own copy of the dense model, so a unit's rows
+    do not depend on which units came before it; the driver's thread count keeps the bits the same."""
     import torch
 
     from edgebench.models import fit as fitlib
 
     torch.set_num_threads(threads)
-    return fitlib.sensitivity(module, example, groups, candidates, x, y, recalib_x=recalib_x)
+    if options is None:
+        return fitlib.sensitivity(module, example, groups, candidates, x, y, recalib_x=recalib_x)
+    return fitlib.scores(module, example, groups, candidates, x, y, recalib_x=recalib_x, **options)
 
 
 def sensitivity_on_ray(module: Any, example: Any, groups: list[Any], candidates: dict[str, list[int]], x: Any, y: Any,
-                       recalib_x: Any = None, address: str | None = None, log: Callable[[str], None] = print) -> list[Any]:
-    """``models.fit.sensitivity`` with one Ray task per group (the rows in the same order); a local
-    instance is started and shut down when none is running (``address``: an existing cluster)."""
+                       recalib_x: Any = None, address: str | None = None, log: Callable[[str], None] = print,
+                       options: dict[str, Any] | None = None) -> list[Any]:
+    """``models.fit.sensitivity`` (or ``models.fit.scores`` with ``options``) with one Ray task per
+    group or layer (the rows in the same order); a local instance is started and shut down when none
+    is running (``address``: an existing cluster)."""
     check_executor("ray")
     import ray
     import torch
@@ -362,7 +367,8 @@ def sensitivity_on_ray(module: Any, example: Any, groups: list[Any], candidates:
         threads = torch.get_num_threads()
         task = ray.remote(num_cpus=_cpus_for(ray, threads), max_retries=1)(group_sensitivity)
         shared = [ray.put(v) for v in (module, example, x, y, recalib_x)]
-        refs = [task.remote(shared[0], shared[1], [g], {g.name: candidates.get(g.name, [])}, *shared[2:], threads)
+        opts = ray.put(options)  # the eval split travels once, not once per task
+        refs = [task.remote(shared[0], shared[1], [g], {g.name: candidates.get(g.name, [])}, *shared[2:], threads, opts)
                 for g in groups if candidates.get(g.name)]
         try:
             return [row for rows in ray.get(refs) for row in rows]

@@ -16,7 +16,8 @@ The phases (each timed; the CLI shows a progress bar per phase):
 4. **sensitivity** - per group and width, the loss of pruning that group alone, on a held-out slice of
    the training split (never the evaluation split), with BatchNorm statistics re-estimated and no
    fine-tune (a fine-tune per candidate would cost tens of epochs; re-estimating BN is what makes the
-   no-fine-tune proxy rank groups usefully). Cached by content hash.
+   no-fine-tune proxy rank groups usefully). Cached by content hash; the computation is bench/sensitivity.py's,
+   shared with ``edgebench sensitivity``.
 5. **steps** - ``steps`` commits towards the budget. Each plans per-group widths with a knapsack over
    the table (least summed loss under the step's latency target; the greedy NetAdapt-style plan is
    computed beside it for the report), predicts the plan's latency and measures the plan on the target.
@@ -43,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.bench import sensitivity as sensitivity_lib
 from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.contracts.fit import UPPER_SLACK, Budget, FitResult, FitStep, Group, LatencyPoint, LatencyTable, Measured, Plan, Sensitivity
 from edgebench.bench.contracts.flags import CODES, VALIDITY
-from edgebench.bench.executor import check_executor, sensitivity_on_ray
 from edgebench.bench.fit_measure import Measurer, Where, safe_name, widths_recipe, write_recipe
 from edgebench.bench.prepare import Preparer
 from edgebench.bench.runner import Paths, new_run_id
@@ -55,7 +56,6 @@ from edgebench.models import recipes as recipe_lib
 from edgebench.models.cache import Cache, content_key
 
 TABLE_VERSION = 3  # bump when what a table point means changes (its key then changes); 2: per-group granularity; 3: points keep their plan
-SENSITIVITY_VERSION = 1
 
 
 def _measure(min_seconds: float, processes: int) -> dict[str, Any]:
@@ -288,27 +288,15 @@ class Fitter:
     # -- 4. sensitivity ---------------------------------------------------------------------
     def _sensitivity(self, dense_entry: Any, module: Any, groups: list[Group], candidates: dict[str, list[int]],
                      data: Any, opts: FitOptions | None = None) -> tuple[list[Sensitivity], bool]:
+        """Each group pruned alone at each candidate width: the computation ``edgebench sensitivity``
+        shares (bench/sensitivity.py), cached under the same key as before it was shared."""
         import torch
 
-        from edgebench.models import fit as fitlib
-
-        payload = {"dense": dense_entry.key, "candidates": {g: sorted(ws) for g, ws in candidates.items()},
-                   "holdout": [0.2, 0], "recalibrate_bn": True, "version": SENSITIVITY_VERSION}
-
-        def build(out: Path) -> dict[str, Any]:
-            train_idx, hold = fitlib.holdout_split(len(data.x_train), 0.2, 0)
-            args = (module, torch.from_numpy(data.x_test[:1]), groups, candidates, data.x_train[hold], data.y_train[hold])
-            if opts is not None and opts.executor != "inprocess":  # one task per group: the same rows (tests/bench/test_executor.py)
-                check_executor(opts.executor)
-                sens = sensitivity_on_ray(*args, recalib_x=data.x_train[train_idx][:512], address=opts.ray_address, log=self.log)
-            else:
-                sens = fitlib.sensitivity(*args, recalib_x=data.x_train[train_idx][:512])
-            return {"sensitivity": [vars(s) for s in sens], "holdout_images": int(len(hold))}
-
-        entry = Cache(self.paths.cache).get_or_build("sensitivity", payload, build)
-        self.log(f"fit: sensitivity {'cached' if entry.hit else 'computed'} ({entry.key[:8]}) on {entry.manifest['facts']['holdout_images']} "
-                 "held-out training images")
-        return [Sensitivity(**s) for s in entry.manifest["facts"]["sensitivity"]], entry.hit
+        executor, address = (opts.executor, opts.ray_address) if opts is not None else ("inprocess", None)
+        got = sensitivity_lib.compute(Cache(self.paths.cache), dense_entry.key, module, torch.from_numpy(data.x_test[:1]), groups, candidates,
+                                      data, executor=executor, ray_address=address, log=self.log)
+        self.log(f"fit: sensitivity {'cached' if got.hit else 'computed'} ({got.key[:8]}) on {got.holdout_images} held-out training images")
+        return [s.sensitivity() for s in got.rows], got.hit
 
     # -- 5. steps -----------------------------------------------------------------------------
     def _plans(self, table: LatencyTable, groups: list[Group], candidates: dict[str, list[int]], costs: dict[tuple[str, int], float],

@@ -242,7 +242,7 @@ class Preparer:
         model = self.pruned(model_name, recipe)
         dense = self.dense(model_name)
         backend = backends.get(backend_name)
-        calibration = self._calibration(dense, recipe) if precision == "int8" else None
+        calibration = self._calibration(dense, recipe, model_name) if precision == "int8" else None
         # Quantised artifacts are checked against the same backend's fp32 artifact (built first).
         reference = self.artifact(model_name, recipe, backend_name, "fp32", options) if precision != "fp32" else None
         given = self.spec(model_name).given() is not None
@@ -251,6 +251,10 @@ class Preparer:
         # The exporter's versions, not the runtime's: the host need not have the runtime at all.
         payload = {"model": model.key, "backend": backend_name, "precision": precision, **_versions(given), "exporter": backend.export_versions(),
                    "export_version": backend.export_version, "calibration": calibration.method if calibration else None, "options": options}
+        if calibration is not None and calibration.qat is not None:  # QAT and PTQ artifacts never share a key (PTQ keys unchanged)
+            from edgebench.models.qat import QAT_VERSION
+
+            payload["qat"] = {"epochs": recipe.quantize.epochs, "lr": recipe.quantize.lr, "seed": recipe.seed, "version": QAT_VERSION}
 
         def build(out: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
@@ -260,7 +264,10 @@ class Preparer:
             else:
                 module = self._module(model)
                 arch = json.loads((model.dir / "arch.json").read_text())
-                art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out, calibration, options)
+                try:
+                    art = backend.export(zoo.PreparedModel(module, arch), inputs[:1], precision, out, calibration, options)
+                except NotImplementedError as exc:  # the backend cannot build this artifact for this model: skipped, said why
+                    raise NotApplicable(f"{model_name}: {exc}") from None
             export_s = time.perf_counter() - t0
             art.facts.update(backend.check_artifact(art, recipe_lib.expectations(recipe)))
             if reference is not None:
@@ -293,13 +300,31 @@ class Preparer:
         except NotImplementedError as exc:
             raise NotApplicable(f"{model_name}: {exc}") from None
 
-    def _calibration(self, dense: Entry, recipe: recipe_lib.Recipe) -> Any:
-        """The recipe's calibration subset (saved with the dense model) and its calibration method."""
+    def _calibration(self, dense: Entry, recipe: recipe_lib.Recipe, model_name: str) -> Any:
+        """The recipe's calibration subset (saved with the dense model) and its calibration method;
+        for a QAT recipe also ``qat``, the fine-tune a backend runs on its PT2E-prepared module
+        (models/qat.py: ``quantize.epochs`` at ``quantize.lr`` on the training split, the recipe's
+        seed). No QAT where there is no PyTorch module to train (a given file, TorchScript) or no
+        labels: those int8 cells are calibrated after training (the run's notes say so)."""
         path = dense.dir / "calibration.npy"
         if not path.exists():
             raise NotApplicable(f"{dense.dir}: no calibration images were saved for this model; int8 needs a model trained or imported by this edgebench")
         quantize = getattr(recipe, "quantize", None)
-        return Calibration(np.load(path), quantize.calibration if quantize is not None else "minmax")
+        calibration = Calibration(np.load(path), quantize.calibration if quantize is not None else "minmax")
+        spec = self.spec(model_name)
+        if quantize is None or not quantize.qat or spec.given() is not None or spec.torchscript:
+            return calibration
+        data = self.dataset(spec.dataset, spec.input_size)
+        if not data.has_labels:
+            return calibration
+
+        def qat(module: Any) -> dict[str, Any]:
+            from edgebench.models import qat as qat_lib
+
+            return qat_lib.finetune(module, data, quantize.epochs, quantize.lr, seed=recipe.seed).facts()
+
+        calibration.qat = qat
+        return calibration
 
     def _dense_given(self, model_name: str, spec: Any, data: datasets.Dataset) -> Entry:
         """A user's ONNX or .tflite file: kept as given, its own outputs are the fidelity reference.

@@ -25,6 +25,7 @@ from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.contracts.version import __version__
 from edgebench.bench.executor import prepare_elsewhere
 from edgebench.bench.prepare import NotApplicable, Preparer
+from edgebench.bench.robustness import RobustnessStep, config_of
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
 from edgebench.models.cache import Cache
 from edgebench.targets.probe import git_commit
@@ -118,6 +119,7 @@ class Runner:
         self.run_id: str | None = None
         self._pythonpath: list[str] = []
         self.previous_errors: dict[str, str] = {}  # a resumed run's failed cells: key -> their error
+        self.robustness: RobustnessStep | None = None  # the suite's robustness evaluation (bench/robustness.py), when on
 
     def run(self, loaded: LoadedSuite, on_start: Callable[[subprocess.Popen], None] | None = None, resume: str | None = None,
             only: set[str] | None = None, confirm_of: str | None = None, run_status: str | None = None) -> RunSummary:
@@ -137,6 +139,8 @@ class Runner:
             for note in quantize_notes(loaded.recipes, cells):
                 self.log(note)
             preparer = Preparer(Cache(self.paths.cache), log=self.log, models=dict(loaded.user_models))
+            robustness = config_of(loaded.suite.robustness)
+            self.robustness = RobustnessStep(preparer, robustness, self.log) if robustness is not None else None
             self._pythonpath = [str(loaded.source.parent.resolve())] if loaded.user_models else []
             jobs = self._prepare_all(cells, preparer, loaded.measure_settings(), replace=bool(resume), summary=summary)
             c = preparer.counters
@@ -245,6 +249,8 @@ class Runner:
             return self._finished(record, "failed", f"preparing the artifact failed: {type(exc).__name__}: {one_line(exc, 400)}")
         record.facts = {"model": model.manifest["facts"], "artifact": art.manifest["facts"], "dense_top1_torch": dense.manifest["facts"]["top1_torch"],
                         "model_key": model.key, "artifact_key": art.key}
+        if self.robustness is not None:  # a property of (model, recipe) at PyTorch fp32: every cell of the pair carries the same facts
+            record.facts["robustness"] = self.robustness.facts(cell.model, cell.recipe)
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
                         eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
@@ -286,7 +292,9 @@ def quantize_notes(recipes: list[Any], cells: list[Cell]) -> list[str]:
     """What a recipe's ``quantize`` block does in this run, said plainly.
 
     The suite's precisions decide which cells run; a recipe's ``quantize`` chooses how its int8
-    cells are calibrated. QAT is not implemented: its int8 cells are quantised after training.
+    cells are calibrated, or with ``qat`` that they are quantisation-aware trained at each int8
+    backend's export, with that backend's quantiser (a backend without QAT, one whose
+    ``qat_quantizer`` is unset, calibrates after training, and the note names it).
     """
     notes = []
     for recipe in recipes:
@@ -298,5 +306,19 @@ def quantize_notes(recipes: list[Any], cells: list[Cell]) -> list[str]:
             notes.append(f"recipe {recipe.name}: asks for {q.precision}, but this suite measures it at {', '.join(measured)}; "
                          f"add {q.precision} to the suite's precisions (or a backend's) to measure it")
         if q.qat:
-            notes.append(f"recipe {recipe.name}: qat is not implemented in this edgebench; its int8 cells use post-training quantisation ({q.calibration} calibration)")
+            notes.extend(_qat_notes(recipe, q, {c.backend for c in cells if c.recipe is recipe and c.precision == "int8"}))
+    return notes
+
+
+def _qat_notes(recipe: Any, q: Any, int8_backends: set[str]) -> list[str]:
+    """What ``qat: true`` does on each backend that measures the recipe at int8."""
+    quantizers = {name: backends.get(name).qat_quantizer for name in sorted(int8_backends)}
+    trained = [f"{name} ({quantizer})" for name, quantizer in quantizers.items() if quantizer]
+    notes = []
+    if trained:
+        notes.append(f"recipe {recipe.name}: int8 is quantisation-aware trained at export on {', '.join(trained)}: PT2E fake-quant, "
+                     f"{q.epochs} epochs at lr {q.lr} (seed {recipe.seed}) on the training split; its fp32 cells are the same pruned model "
+                     "(a model given as a file, TorchScript or without labels has nothing to train: post-training calibration)")
+    for name in (n for n, quantizer in quantizers.items() if not quantizer):
+        notes.append(f"recipe {recipe.name}: {name} has no quantisation-aware training; its int8 is post-training ({q.calibration} calibration)")
     return notes

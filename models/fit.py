@@ -6,7 +6,8 @@ candidate widths, sensitivity, and the allocation of widths to a latency budget.
 * :func:`prune_to_widths`: every named group keeps exactly the requested number of channels (its most
   important by group magnitude); what the ``channel_widths`` recipe method applies step by step.
 * :func:`candidate_widths`, :func:`sensitivity`, :func:`holdout_split`: what the lookup table and the
-  sensitivity cache are built over.
+  sensitivity cache are built over; :func:`scores` is the one per-unit computation behind both the fit's
+  sensitivity and ``edgebench sensitivity`` (channel groups, or single layers pruned unstructured).
 * :func:`plan_knapsack`, :func:`plan_greedy`: pure python allocation over per-group options (no torch).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -224,32 +225,114 @@ def _counterpart(original: nn.Module, clone: nn.Module, layer: nn.Module | None)
     return clone.get_submodule(name)
 
 
-def sensitivity(
+@dataclass
+class Score:
+    """One pruned copy of the dense model, scored against it: unit ``group`` (a channel group; with
+    unstructured pruning, one Conv2d/Linear layer) keeps ``width`` (channels; weights for a layer). Loss
+    increase and top-1 drop (points) on the held-out slice of the training split; ``eval_top1`` (0-1) on
+    the evaluation split when one was given: reported beside, never used to choose."""
+
+    group: str
+    width: int
+    loss_increase: float
+    top1_drop_pp: float
+    eval_top1: float | None = None
+
+    def sensitivity(self) -> Sensitivity:
+        """The row as ``edgebench fit`` stores it."""
+        return Sensitivity(self.group, self.width, self.loss_increase, self.top1_drop_pp)
+
+
+KINDS = ("channel", "unstructured")
+
+
+def kept_at(total: int, ratio: float) -> int:
+    """What pruning ``ratio`` of ``total`` channels (or weights) keeps: ``total - round(total * ratio)``
+    (half up), at least 1."""
+    return max(1, total - int(math.floor(total * ratio + 0.5)))
+
+
+def weight_counts(module: nn.Module) -> dict[str, int]:
+    """Every Conv2d/Linear layer's weight count, by qualified name, in module order: the units of an
+    unstructured (per-layer magnitude) scan."""
+    return {n: int(m.weight.numel()) for n, m in pruning._named_layers(module)}
+
+
+def layer_units(module: nn.Module) -> list[Group]:
+    """Each Conv2d/Linear layer as a one-layer unit (``width``: its weight count) for :func:`scores`
+    with ``kind="unstructured"``."""
+    return [Group(n, w, [n]) for n, w in weight_counts(module).items()]
+
+
+def prune_layer_weights(layer: nn.Module, keep: int) -> nn.Module:
+    """Zero all but the ``keep`` largest-|w| weights of one layer, in place (L1 magnitude on that layer
+    alone; ties broken by position, so the result is deterministic)."""
+    w = layer.weight.data
+    drop = w.numel() - keep
+    if drop > 0:
+        idx = torch.argsort(w.abs().flatten().to(torch.float64), stable=True)[:drop]
+        w.view(-1)[idx] = 0
+    return layer
+
+
+def _pruner(kind: str, module: nn.Module, example: torch.Tensor, importance: str, classifier: nn.Module | None) -> Callable[[nn.Module, str, int], None]:
+    """How a deep copy of ``module`` is pruned at one unit to one width, for ``kind``."""
+    if kind == "channel":
+        def channel(clone: nn.Module, unit: str, width: int) -> None:
+            prune_to_widths(clone, example, {unit: width}, importance, _counterpart(module, clone, classifier))
+        return channel
+    if kind == "unstructured":
+        def unstructured(clone: nn.Module, unit: str, width: int) -> None:
+            prune_layer_weights(clone.get_submodule(unit), width)
+        return unstructured
+    raise ValueError(f"unknown sensitivity kind {kind!r}; choose one of: {', '.join(KINDS)}")
+
+
+def scores(
     module: nn.Module, example: torch.Tensor, groups: list[Group], candidates: dict[str, list[int]],
     x: np.ndarray, y: np.ndarray, recalib_x: np.ndarray | None = None, batch_size: int = 128,
-    classifier: nn.Module | None = None, importance: str = "l2",
-) -> list[Sensitivity]:
-    """The loss of pruning each group alone to each candidate width, without fine-tuning: for every
-    (group, width) a deep copy of the dense ``module`` is pruned and scored on the held-out slice
-    (``x``, ``y``) against the dense model (loss increase, top-1 drop in points).
+    classifier: nn.Module | None = None, importance: str = "l2", kind: str = "channel",
+    eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None, on_row: Callable[[Score], None] | None = None,
+) -> list[Score]:
+    """The loss of pruning each unit alone to each candidate width, without fine-tuning: for every
+    (unit, width) a deep copy of the dense ``module`` is pruned and scored on the held-out slice
+    (``x``, ``y``) against the dense model (loss increase, top-1 drop in points); with ``eval_x`` /
+    ``eval_y`` its top-1 on the evaluation split too. ``kind`` "channel": units are channel groups
+    (:func:`channel_groups`) kept at ``width`` channels; "unstructured": Conv2d/Linear layers
+    (:func:`layer_units`) keeping their ``width`` largest-magnitude weights. ``on_row``: called with
+    each row as it is scored (progress).
 
     With ``recalib_x`` the copy's BatchNorm statistics are re-estimated on it first: removing channels
     shifts the next layer's activation statistics, so the dense running stats no longer match and
     the unrecovered loss mostly measures that mismatch; re-estimating is cheap (forwards only) and
     makes this no-fine-tune proxy rank groups far closer to their loss after fine-tuning.
     """
+    prune = _pruner(kind, module, example, importance, classifier)
     torch.manual_seed(0)
     dense_loss, dense_top1 = evaluate(module, x, y, batch_size)
     out = []
     for g in groups:
         for w in candidates.get(g.name, []):
             clone = copy.deepcopy(module)
-            prune_to_widths(clone, example, {g.name: w}, importance, _counterpart(module, clone, classifier))
+            prune(clone, g.name, w)
             if recalib_x is not None:
                 recalibrate_bn(clone, recalib_x, batch_size)
             loss, top1 = evaluate(clone, x, y, batch_size)
-            out.append(Sensitivity(g.name, w, loss - dense_loss, (dense_top1 - top1) * 100.0))
+            eval_top1 = evaluate(clone, eval_x, eval_y, batch_size)[1] if eval_x is not None else None
+            out.append(Score(g.name, w, loss - dense_loss, (dense_top1 - top1) * 100.0, eval_top1))
+            if on_row is not None:
+                on_row(out[-1])
     return out
+
+
+def sensitivity(
+    module: nn.Module, example: torch.Tensor, groups: list[Group], candidates: dict[str, list[int]],
+    x: np.ndarray, y: np.ndarray, recalib_x: np.ndarray | None = None, batch_size: int = 128,
+    classifier: nn.Module | None = None, importance: str = "l2",
+) -> list[Sensitivity]:
+    """``edgebench fit``'s rows: :func:`scores` of each channel group pruned alone to each candidate
+    width (see there), as :class:`Sensitivity`."""
+    return [s.sensitivity() for s in scores(module, example, groups, candidates, x, y, recalib_x, batch_size, classifier, importance)]
 
 
 # -- allocation (pure python) ---------------------------------------------------------------------------
@@ -379,8 +462,6 @@ def plan_greedy(
     return _plan("greedy", base_ms, budget_ms, chosen)
 
 
-
-
 def plan_macs(module: nn.Module, example: torch.Tensor, widths: dict[str, int], classifier: nn.Module | None = None) -> int:
     """Multiply-accumulates of ``module`` with each named group at its width (a pruned copy; the module
     is untouched): what :class:`edgebench.bench.fit.Predictor` scales one-group savings by."""
@@ -391,8 +472,6 @@ def plan_macs(module: nn.Module, example: torch.Tensor, widths: dict[str, int], 
         prune_to_widths(clone, example, widths, "l2", _counterpart(module, clone, classifier))
     macs, _ = tp.utils.count_ops_and_params(clone.eval(), example)
     return int(macs)
-
-
 
 
 def stage_macs(module: nn.Module, example: torch.Tensor, widths: dict[str, int], classifier: nn.Module | None = None) -> dict[str, float]:
@@ -422,5 +501,6 @@ def stage_macs(module: nn.Module, example: torch.Tensor, widths: dict[str, int],
 
 __all__ = [
     "channel_groups", "current_widths", "prune_to_widths", "channel_widths", "candidate_widths", "holdout_split",
-    "recalibrate_bn", "evaluate", "sensitivity", "Option", "plan_knapsack", "plan_greedy", "plan_macs", "stage_macs",
+    "recalibrate_bn", "evaluate", "sensitivity", "Score", "scores", "KINDS", "kept_at", "weight_counts", "layer_units",
+    "prune_layer_weights", "Option", "plan_knapsack", "plan_greedy", "plan_macs", "stage_macs",
 ]

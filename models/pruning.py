@@ -13,6 +13,9 @@ Every method function takes the module, its settings, the recipe's schedule and 
 * :func:`semi_structured`: N:M (2:4) sparsity along the input-channel axis, the layout
   TensorRT / cuSPARSELt accelerate (see :func:`nm_mask`).
 
+The training-heavy methods (L1-regularised training, lottery tickets) and the gradient criteria
+(SNIP for unstructured, Hessian/OBD for channels) are in ``models/pruning_train.py``, on top of these.
+
 Schedules: :func:`schedule_targets` turns ``(final, schedule)`` into one target per step (one-shot,
 ``iterative`` equal increments, or Zhu & Gupta's ``agp`` cubic ramp, :func:`agp_sparsities`); the
 recipe's ``finetune`` runs after the last step and ``schedule.epochs_per_step`` between steps.
@@ -93,6 +96,14 @@ def _sparsity(t: torch.Tensor) -> float:
     return float((t == 0).sum()) / t.numel() if t.numel() else 0.0
 
 
+def sparsity_report(named: list[tuple[str, nn.Module]]) -> dict[str, Any]:
+    """The zeros the weights show now: ``sparsity`` over all of ``named``'s weights and per layer."""
+    weights = {n: l.weight.detach() for n, l in named}
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    return {"sparsity": zeros / total if total else 0.0, "layers": {n: {"sparsity": _sparsity(w)} for n, w in weights.items()}}
+
+
 # -- unstructured magnitude ---------------------------------------------------------------------------
 
 def _current_weight(layer: nn.Module) -> torch.Tensor:
@@ -112,38 +123,48 @@ def _set_mask(layer: nn.Module, mask: torch.Tensor) -> None:
 def l1_masks(layers: list[nn.Module], sparsity: float, scope: str) -> list[torch.Tensor]:
     """Masks that zero exactly ``round(sparsity * n)`` of the smallest |w| (n: all weights for
     ``global``, each layer's weights for ``layer``), computed from the current effective weights."""
-    weights = [_current_weight(l) for l in layers]
-    masks = [torch.ones_like(w) for w in weights]
+    return score_masks([_current_weight(l).abs() for l in layers], sparsity, scope)
+
+
+def score_masks(scores: list[torch.Tensor], sparsity: float, scope: str) -> list[torch.Tensor]:
+    """Masks (one per score tensor, same shape) that zero exactly ``round(sparsity * n)`` of the
+    lowest scores, over all of them (``global``) or within each (``layer``)."""
+    masks = [torch.ones_like(s) for s in scores]
     if scope == "global":
-        flat = torch.cat([w.abs().flatten() for w in weights])
+        flat = torch.cat([s.flatten() for s in scores])
         k = int(round(sparsity * flat.numel()))
         if k > 0:
             idx = torch.topk(flat, k, largest=False, sorted=False).indices
             keep = torch.ones_like(flat)
             keep[idx] = 0
-            masks = [m.view_as(w) for m, w in zip(torch.split(keep, [w.numel() for w in weights]), weights)]
+            masks = [m.view_as(s) for m, s in zip(torch.split(keep, [s.numel() for s in scores]), scores)]
     elif scope == "layer":
-        for w, m in zip(weights, masks):
-            k = int(round(sparsity * w.numel()))
+        for s, m in zip(scores, masks):
+            k = int(round(sparsity * s.numel()))
             if k > 0:
-                idx = torch.topk(w.abs().flatten(), k, largest=False, sorted=False).indices
+                idx = torch.topk(s.flatten(), k, largest=False, sorted=False).indices
                 m.view(-1)[idx] = 0
     else:
         raise ValueError(f"unknown scope {scope!r}")
     return masks
 
 
-def magnitude_unstructured(module: nn.Module, sparsity: float, scope: str, schedule: Any, ctx: Any) -> nn.Module:
+def magnitude_unstructured(module: nn.Module, sparsity: float, scope: str, schedule: Any, ctx: Any,
+                           scorer: Callable[[nn.Module, list[nn.Module]], list[torch.Tensor]] | None = None,
+                           criterion: str = "l1") -> nn.Module:
     """L1 magnitude pruning of every Conv2d/Linear weight to ``sparsity`` zeros (global or per layer).
 
     At each step the masks are recomputed from scratch over the current weights * mask, so after the
     last step exactly ``round(sparsity * n)`` weights are zero (per layer, or over all of them).
+    ``scorer(module, layers)``, if given, replaces |w| as the score (e.g. SNIP's |w * dL/dw|, see
+    ``pruning_train.snip_scorer``); it must score already-pruned weights lowest so they stay pruned.
     """
     named = _named_layers(module)
     layers = [l for _, l in named]
     targets = schedule_targets(sparsity, schedule)
     for i, target in enumerate(targets):
-        for layer, mask in zip(layers, l1_masks(layers, target, scope)):
+        masks = l1_masks(layers, target, scope) if scorer is None else score_masks(scorer(module, layers), target, scope)
+        for layer, mask in zip(layers, masks):
             _set_mask(layer, mask)
         if i < len(targets) - 1:
             _finetune_between(module, ctx, schedule)
@@ -151,8 +172,8 @@ def magnitude_unstructured(module: nn.Module, sparsity: float, scope: str, sched
     for layer in layers:
         prune.remove(layer, "weight")
     _attach(module, {
-        "method": "magnitude_unstructured", "scope": scope, "targets": targets,
-        "layers": {n: {"sparsity": _sparsity(l.weight.detach())} for n, l in named},
+        "method": "magnitude_unstructured", "scope": scope, "criterion": criterion, "targets": targets,
+        **sparsity_report(named),
     })
     return module
 
@@ -363,12 +384,17 @@ def channel(
     taylor_batches: int = 4,
     between_kw: dict[str, Any] | None = None,
     method_name: str = "channel",
+    scorer: Any = None,
+    before_each_step: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """Remove ``ratio`` of the output channels (torch-pruning's ``pruning_ratio``) with ``importance``.
 
     Built on ``tp.pruner.MetaPruner`` and its dependency graph; the final classifier keeps its
     outputs. Each schedule step prunes to that step's ratio of the *original* channels; Taylor
     importance gets fresh gradients from ``ctx.batches(taylor_batches)`` before every step.
+    ``scorer``: a torch-pruning importance used instead of :func:`make_importance` (``importance``
+    then only names it in the report), fed by ``before_each_step(module)`` before every step (e.g.
+    the per-sample gradients of ``pruning_train.channel_hessian``).
     """
     import torch_pruning as tp
 
@@ -379,7 +405,8 @@ def channel(
     macs0, params0 = tp.utils.count_ops_and_params(module, example)
     widths0 = widths(module)
     targets = schedule_targets(ratio, schedule)
-    imp = GlobalRankingImportance(make_importance(importance)) if global_pruning else make_importance(importance)
+    base = make_importance(importance) if scorer is None else scorer
+    imp = GlobalRankingImportance(base) if global_pruning else base
     pruner = tp.pruner.MetaPruner(
         module, example, importance=imp, global_pruning=global_pruning,
         pruning_ratio=ratio, iterative_steps=len(targets),
@@ -390,6 +417,8 @@ def channel(
         if importance == "taylor":
             if _accumulate_gradients(module, ctx.batches(taylor_batches)) == 0:
                 raise ValueError("taylor importance needs training batches (ctx.batches returned none)")
+        if before_each_step is not None:
+            before_each_step(module)
         if global_pruning:
             imp.reset()
         pruner.step()
@@ -449,8 +478,8 @@ def _gamma_l1(module: nn.Module) -> float:
 
 
 __all__ = [
-    "agp_sparsities", "iterative_sparsities", "schedule_targets", "magnitude_unstructured", "l1_masks",
+    "agp_sparsities", "iterative_sparsities", "schedule_targets", "magnitude_unstructured", "l1_masks", "score_masks",
     "nm_eligibility", "nm_mask", "nm_violations", "semi_structured", "semi_structured_report",
     "channel", "network_slimming", "bn_l1_subgradient", "final_layer", "make_importance", "prune_report",
-    "widths",
+    "widths", "sparsity_report",
 ]

@@ -5,7 +5,8 @@ AGP), an optional ``finetune`` (with optional distillation), an optional ``quant
 export step, and a ``seed``. The same recipe on the same model, data and seed gives the same
 checkpoint, cached by content hash. A method is a :class:`Method` subclass declared with
 ``@METHODS.register`` (its name, params model and schedule kinds: the one place :func:`parse`
-validates against); the algorithms live in ``models/pruning.py``; the built-in library is
+validates against); the algorithms live in ``models/pruning.py`` (the training-heavy ones and the
+gradient criteria in ``models/pruning_train.py``); the built-in library is
 ``models/recipes/*.yaml`` and users pass a path.
 """
 
@@ -94,7 +95,8 @@ class Recipe(Strict):
     def identity(self) -> dict[str, Any]:
         """What determines the pruned checkpoint: not the description, not ``quantize`` (post-training
         quantisation and QAT both happen at each backend's export step, with that backend's quantiser,
-        so a QAT recipe and its PTQ twin share one pruned fp32 checkpoint), and not a default one-shot
+        so a QAT recipe's pruned fp32 checkpoint holds the same weights as its PTQ twin's: the two
+        differ only in ``name``, which stays in the key), and not a default one-shot
         schedule (so one-shot recipes keep the cache keys they had before schedules existed)."""
         out = self.model_dump(exclude={"description"})
         del out["quantize"]
@@ -182,27 +184,70 @@ class Dense(Method):
 class MagnitudeParams(Strict):
     sparsity: float = Field(..., ge=0.0, lt=1.0, description="share of weights set to zero")
     scope: Literal["global", "layer"] = "global"
-    criterion: Literal["l1"] = "l1"
+    criterion: Literal["l1", "snip"] = Field("l1", description="l1: |w|; snip: SNIP connection sensitivity |w * dL/dw| on a few training batches, fresh at every step")
 
 
 @METHODS.register
 class MagnitudeUnstructured(Method):
-    """L1 magnitude pruning (``torch.nn.utils.prune``) to the schedule's targets, fine-tuned under the
-    masks, then made permanent."""
+    """Unstructured pruning (``torch.nn.utils.prune``) by |w| or SNIP sensitivity to the schedule's
+    targets, fine-tuned under the masks, then made permanent."""
 
     name = "magnitude_unstructured"
     params = MagnitudeParams
     schedules = ALL_SCHEDULES
 
     def prune(self, module: Any, params: MagnitudeParams, ctx: PruneContext) -> Any:
-        from edgebench.models import pruning
+        from edgebench.models import pruning, pruning_train
 
-        return pruning.magnitude_unstructured(module, params.sparsity, params.scope, ctx.schedule, ctx)
+        scorer = pruning_train.snip_scorer(ctx) if params.criterion == "snip" else None
+        return pruning.magnitude_unstructured(module, params.sparsity, params.scope, ctx.schedule, ctx, scorer=scorer, criterion=params.criterion)
+
+
+class L1RegularizedParams(Strict):
+    l1: float = Field(..., ge=0.0, le=1.0, description="lambda: loss + lambda * sum |w| over every conv and linear weight while training")
+    epochs: int = Field(..., ge=1, le=1000, description="L1-regularised training epochs before thresholding")
+    threshold: float = Field(1e-3, gt=0.0, lt=1.0, description="absolute |w| at or below which a weight is pruned after the L1 training")
+
+
+@METHODS.register
+class L1Regularized(Method):
+    """Training with an L1 penalty on the weights, then an absolute magnitude threshold, then the
+    fine-tune under the masks: the sparsity reached is the outcome (in the prune report)."""
+
+    name = "l1_regularized"
+    params = L1RegularizedParams
+
+    def prune(self, module: Any, params: L1RegularizedParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning_train
+
+        return pruning_train.l1_regularized(module, params.l1, params.epochs, params.threshold, ctx)
+
+
+class LotteryParams(Strict):
+    sparsity: float = Field(..., gt=0.0, lt=1.0, description="share of weights set to zero after the last round")
+    rewind_epoch: int = Field(..., ge=0, le=1000, description="the dense training's epoch the surviving weights are rewound to each round (0: initialisation)")
+    scope: Literal["global", "layer"] = "global"
+
+
+@METHODS.register
+class LotteryTicket(Method):
+    """Iterative magnitude pruning with weight rewinding (Frankle et al. 2019): rounds are the
+    schedule's steps, retraining between them ``schedule.epochs_per_step``, after the last the
+    recipe's fine-tune. Needs a model trained here (``PruneContext.rewind``)."""
+
+    name = "lottery_ticket"
+    params = LotteryParams
+    schedules = ALL_SCHEDULES
+
+    def prune(self, module: Any, params: LotteryParams, ctx: PruneContext) -> Any:
+        from edgebench.models import pruning_train
+
+        return pruning_train.lottery_ticket(module, params.sparsity, params.rewind_epoch, params.scope, ctx.schedule, ctx)
 
 
 class ChannelParams(Strict):
     ratio: float = Field(..., gt=0.0, lt=1.0, description="share of each layer's output channels removed (torch-pruning's pruning_ratio)")
-    importance: Literal["l1", "l2", "fpgm", "taylor"] = "l2"
+    importance: Literal["l1", "l2", "fpgm", "taylor", "hessian"] = Field("l2", description="hessian: Optimal Brain Damage (torch-pruning's GroupHessianImportance, per-sample gradients)")
     global_: bool = Field(False, alias="global", description="rank channels across layers instead of within each layer")
     round_to: int | None = Field(None, ge=1, le=1024, description="keep channel counts multiples of this")
 
@@ -216,8 +261,10 @@ class Channel(Method):
     schedules = ALL_SCHEDULES
 
     def prune(self, module: Any, params: ChannelParams, ctx: PruneContext) -> Any:
-        from edgebench.models import pruning
+        from edgebench.models import pruning, pruning_train
 
+        if params.importance == "hessian":
+            return pruning_train.channel_hessian(module, params.ratio, params.global_, params.round_to, ctx.schedule, ctx)
         return pruning.channel(module, params.ratio, params.importance, params.global_, params.round_to, ctx.schedule, ctx)
 
 

@@ -61,9 +61,14 @@ ZOO = MODELS  # the name its users have always read (``name in zoo.ZOO``, ``zoo.
 MODELS.add("small_cnn", ZooEntry("edgebench.models.zoo:small_cnn", "digits", 32, {"num_classes": 10}, train_epochs=10, lr=0.05))
 MODELS.add("resnet20", ZooEntry("edgebench.models.zoo:resnet20", "digits", 32, {"num_classes": 10}, train_epochs=6, lr=0.1))
 MODELS.add("mobilenetv2_32", ZooEntry("edgebench.models.zoo:mobilenetv2", "digits", 32, {"num_classes": 10, "width_mult": 0.5, "small_input": True}, train_epochs=6, lr=0.05))
+# SE models (models/nets_mobile.py, named there: the zoo re-exports only the factories that predate it)
+MODELS.add("mobilenetv3_small_32", ZooEntry("edgebench.models.nets_mobile:mobilenetv3_small", "digits", 32, {"num_classes": 10, "width_mult": 0.5, "small_input": True}, train_epochs=5, lr=0.05))
+MODELS.add("efficientnet_b0_32", ZooEntry("edgebench.models.nets_mobile:efficientnet_b0", "digits", 32, {"num_classes": 10, "width_mult": 0.25, "small_input": True}, train_epochs=3, lr=0.05))
 # 224x224 models are for latency realism: random (seeded) weights, synthetic inputs, no accuracy.
 MODELS.add("resnet18_224", ZooEntry("edgebench.models.zoo:resnet18", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
 MODELS.add("mobilenetv2_224", ZooEntry("edgebench.models.zoo:mobilenetv2", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
+MODELS.add("mobilenetv3_small_224", ZooEntry("edgebench.models.nets_mobile:mobilenetv3_small", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
+MODELS.add("efficientnet_b0_224", ZooEntry("edgebench.models.nets_mobile:efficientnet_b0", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
 
 
 def entry(name: str) -> ZooEntry:

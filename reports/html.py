@@ -20,6 +20,7 @@ from edgebench.bench.contracts.files import atomic_write_text
 from edgebench.bench.contracts.flags import has
 from edgebench.bench.store import RunRecord
 from edgebench.reports import html_charts as charts
+from edgebench.reports import robustness as robmod
 from edgebench.reports import html_tables as tables
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.html_recommend import DEFAULT_CONSTRAINTS, recommendation_block
@@ -35,10 +36,11 @@ def asset(name: str) -> str:
 
 
 def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None,
-           samples_csv: bool = False) -> str:
+           samples_csv: bool = False, pareto_accuracy: str = "top1") -> str:
     """The whole page as a string. ``report`` should be loaded with samples (``tables.load(..., with_samples=True)``).
     ``history`` (cell key -> reports.history.History) adds the History section when a cell has earlier runs;
-    ``samples_csv``: a samples.csv was written beside the page (linked from the navigation)."""
+    ``samples_csv``: a samples.csv was written beside the page (linked from the navigation). ``pareto_accuracy``:
+    the Pareto fronts' accuracy axis, each cell's ``top1`` or the recipe's ``robust`` top-1 (fp32 cells only)."""
     targets = by_target(report.rows)
     ids = Ids()
     colors = series_colors(report.rows)
@@ -46,7 +48,9 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
     multi_model = len({r.model for r in report.rows}) > 1
     body = [_header(report, targets, bool(history), samples_csv),
             _recommendation_section(report, targets, bootstrapper or Bootstrapper())]
-    body += [_target_section(ids, report, t, rows, colors, methods, multi_model) for t, rows in targets.items()]
+    body += [_target_section(ids, report, t, rows, colors, methods, multi_model, pareto_accuracy) for t, rows in targets.items()]
+    if report.robustness:
+        body.append(robmod.html_section(report.robustness))
     body.append(_cross_target_section(report))
     if history:
         body.append(_history_section(ids, report, history, colors))
@@ -55,10 +59,10 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
 
 
 def write(report: RunReport, out_dir: Path, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None,
-          samples_csv: bool = False) -> Path:
+          samples_csv: bool = False, pareto_accuracy: str = "top1") -> Path:
     """Write ``report.html`` into ``out_dir`` and return its path."""
     path = Path(out_dir) / "report.html"
-    atomic_write_text(path, render(report, bootstrapper, history, samples_csv))  # temp file + rename: never half a page
+    atomic_write_text(path, render(report, bootstrapper, history, samples_csv, pareto_accuracy))  # temp file + rename: never half a page
     return path
 
 
@@ -97,8 +101,8 @@ def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool
     if contended:
         out.append(f'<p class="banner">{len(contended)} of {len(ok)} measured cells were <b>contended</b> (other processes used the CPU while measuring): '
                    "their latencies are inflated and noisy. Re-run on an idle machine before trusting close comparisons.</p>")
-    nav = [("recommendation", "Recommendation")] + [(f"target-{slug(t)}", f"Target {t}") for t in targets] + [
-        ("cross-target", "Across targets")] + ([("history", "History")] if with_history else []) + [
+    nav = [("recommendation", "Recommendation")] + [(f"target-{slug(t)}", f"Target {t}") for t in targets] + (
+        [("robustness", "Robustness")] if report.robustness else []) + [("cross-target", "Across targets")] + ([("history", "History")] if with_history else []) + [
         ("failures", "Failures"), ("environments", "Environments"), ("method", "Method & suite")]
     out.append("<nav>" + "".join(f'<a href="#{i}">{e(n)}</a>' for i, n in nav)
                + ' · data: <a href="report.md">report.md</a> <a href="report.json">report.json</a> <a href="cells.csv">cells.csv</a>'
@@ -119,7 +123,7 @@ def _recommendation_section(report: RunReport, targets: dict[str, list[Row]], bo
 
 
 def _target_section(ids: Ids, report: RunReport, t: str, rows: list[Row], colors: dict[str, str], methods: dict[str, str],
-                    multi_model: bool) -> str:
+                    multi_model: bool, pareto_accuracy: str = "top1") -> str:
     """One target: its cells, warnings, device state and plots."""
     tid = slug(t)
     t_failed = [r for r in rows if r.status != "ok"]
@@ -135,30 +139,44 @@ def _target_section(ids: Ids, report: RunReport, t: str, rows: list[Row], colors
     sec.append(f"<h3>Warnings</h3>{tables.warnings_block(rows)}")
     ok_rows = [r for r in rows if r.status == "ok"]
     sec.append(tables.device_block(ok_rows))
-    figs, note = _target_plots(ids, report, t, rows, colors, methods)
-    sec += _plots_part(ok_rows, colors, figs, note)
+    figs, note = _target_plots(ids, report, t, rows, colors, methods, pareto_accuracy)
+    sec += _plots_part(ok_rows, colors, figs, note, _axis_note(report, ok_rows, pareto_accuracy))
     sec.append("</section>")
     return "\n".join(sec)
 
 
-def _target_plots(ids: Ids, report: RunReport, t: str, rows: list[Row], colors: dict[str, str], methods: dict[str, str]) -> tuple[list[str], str]:
+def _accuracy_axis(report: RunReport, pareto_accuracy: str) -> dict[str, Any]:
+    """The Pareto charts' accuracy keyword arguments: the cell's top-1, or the recipe's robust top-1 (fp32 cells)."""
+    if pareto_accuracy != "robust":
+        return {}
+    return {"accuracy": robmod.robust_accuracy(report.robustness), "accuracy_label": robmod.ROBUST_LABEL}
+
+
+def _axis_note(report: RunReport, ok_rows: list[Row], pareto_accuracy: str) -> str | None:
+    """The visible line on what the robust axis leaves out (None on the top-1 axis, or when it leaves nothing out)."""
+    return robmod.left_out_note(ok_rows, report.robustness) if pareto_accuracy == "robust" else None
+
+
+def _target_plots(ids: Ids, report: RunReport, t: str, rows: list[Row], colors: dict[str, str], methods: dict[str, str],
+                  pareto_accuracy: str = "top1") -> tuple[list[str], str]:
     """The target's figures: accuracy against p90 per batch, memory and size; latency CDFs; sparsity sweeps."""
     ok_rows = [r for r in rows if r.status == "ok"]
+    axis = _accuracy_axis(report, pareto_accuracy)
     figs = []
     for b in sorted({r.batch for r in ok_rows}):
         svg = charts.pareto_chart(ids, t, [r for r in ok_rows if r.batch == b], lambda r: r.p90_ms, "p90 latency per batch (ms)",
-                                  f"Accuracy vs p90 latency · batch {b}", colors, None)
+                                  f"Accuracy vs p90 latency · batch {b}", colors, None, **axis)
         if svg:
             figs.append(figure(svg, f"Pareto front (filled, joined): no other cell at batch {b} is both faster at p90 and more accurate."))
     svg = charts.pareto_chart(ids, t, ok_rows, lambda r: r.peak_rss_mib, "peak RSS of the worker (MiB)", "Accuracy vs peak memory", colors,
-                              batch_markers(ok_rows), log_ok=False)
+                              batch_markers(ok_rows), log_ok=False, **axis)
     if svg:
         figs.append(figure(svg, "Peak RSS includes the Python interpreter and the runtime; marker shape is the batch size."))
     per_artifact: dict[tuple, Row] = {}
     for r in ok_rows:
         per_artifact.setdefault((r.model, r.recipe, r.backend, r.precision), r)
     svg = charts.pareto_chart(ids, t, list(per_artifact.values()), lambda r: (r.size_bytes / 1024) if r.size_bytes is not None else None,
-                              "artifact size on disk (KiB)", "Accuracy vs model size", colors, None, log_ok=False)
+                              "artifact size on disk (KiB)", "Accuracy vs model size", colors, None, log_ok=False, **axis)
     if svg:
         figs.append(figure(svg, "One point per artifact (all batch sizes share it). Unstructured zeros are stored, so they do not shrink the file."))
     figs += [figure(c, "Empirical CDF of every stored latency sample; dots mark p50 and p90. Further right is slower; a long right tail is jitter.")
@@ -168,9 +186,11 @@ def _target_plots(ids: Ids, report: RunReport, t: str, rows: list[Row], colors: 
     return figs, note
 
 
-def _plots_part(ok_rows: list[Row], colors: dict[str, str], figs: list[str], note: str) -> list[str]:
+def _plots_part(ok_rows: list[Row], colors: dict[str, str], figs: list[str], note: str, axis_note: str | None = None) -> list[str]:
     """The Plots heading, what the plots leave out, the colour legend, the figures and the sweep note."""
     out = ["<h3>Plots</h3>"]
+    if axis_note:
+        out.append(f'<p class="banner axis-note">{e(axis_note)}</p>')
     no_acc = [r for r in ok_rows if r.top1 is None]
     if no_acc:
         out.append(f'<p class="muted">{len(no_acc)} cell(s) have no accuracy (latency-only models, no labelled evaluation split): '

@@ -31,18 +31,25 @@ def _short(recipe: str) -> str:
 
 
 # -- Pareto fronts --------------------------------------------------------------------------------
+def clean_top1(row: Row) -> float | None:
+    """The default accuracy axis: the cell's own top-1 on the evaluation split."""
+    return row.top1
+
+
 def pareto_chart(ids: Ids, target: str, rows: list[Row], cost: Cost, cost_label: str, title: str, colors: dict[str, str],
-                 markers: dict[int, str] | None, xfmt: Callable[[float], str] = fmt_num, log_ok: bool = True) -> str | None:
-    """Top-1 against ``cost`` for the rows that have both; the front filled and joined, dominated cells hollow."""
-    pts = [r for r in rows if cost(r) is not None and r.top1 is not None]
+                 markers: dict[int, str] | None, xfmt: Callable[[float], str] = fmt_num, log_ok: bool = True,
+                 accuracy: Cost = clean_top1, accuracy_label: str = "top-1 accuracy (%)") -> str | None:
+    """``accuracy`` (a fraction; the cell's top-1 by default) against ``cost`` for the rows that have both;
+    the front filled and joined, dominated cells hollow."""
+    pts = [r for r in rows if cost(r) is not None and accuracy(r) is not None]
     if not pts:
         return None
-    front = set(pareto_front([(cost(r), r.top1 * 100) for r in pts]))
+    front = set(pareto_front([(cost(r), accuracy(r) * 100) for r in pts]))
     xlog = log_ok and _use_log(cost(r) for r in pts)
-    chart = Chart(ids(f"chart-{target}-{title}"), title, cost_label + (" (log scale)" if xlog else ""), "top-1 accuracy (%)",
+    chart = Chart(ids(f"chart-{target}-{title}"), title, cost_label + (" (log scale)" if xlog else ""), accuracy_label,
                   xlog=xlog, xfmt=xfmt, yfmt=lambda v: f"{v:.4g}", ybounds=(0.0, 100.0))
-    _front_line(chart, pts, front, cost)
-    _front_points(chart, pts, front, cost, colors, markers)
+    _front_line(chart, pts, front, cost, accuracy)
+    _front_points(chart, pts, front, cost, colors, markers, accuracy)
     if markers and len(markers) > 1:
         for b, m in markers.items():
             chart.legend(f"batch {b}", "#555", f"hollow:{m}")
@@ -51,14 +58,14 @@ def pareto_chart(ids: Ids, target: str, rows: list[Row], cost: Cost, cost_label:
     return chart.render()
 
 
-def _front_line(chart: Chart, pts: list[Row], front: set[int], cost: Cost) -> None:
+def _front_line(chart: Chart, pts: list[Row], front: set[int], cost: Cost, accuracy: Cost = clean_top1) -> None:
     """The front as a staircase, drawn under the marks."""
-    ordered = sorted((i for i in front), key=lambda i: (cost(pts[i]), pts[i].top1))
-    if len({(cost(pts[i]), pts[i].top1) for i in ordered}) <= 1:  # a front of one position is just its marks
+    ordered = sorted((i for i in front), key=lambda i: (cost(pts[i]), accuracy(pts[i])))
+    if len({(cost(pts[i]), accuracy(pts[i])) for i in ordered}) <= 1:  # a front of one position is just its marks
         return
     xs, ys = [], []
     for j, i in enumerate(ordered):
-        x, y = cost(pts[i]), pts[i].top1 * 100
+        x, y = cost(pts[i]), accuracy(pts[i]) * 100
         if j:
             xs.append(x)
             ys.append(ys[-1])
@@ -67,18 +74,20 @@ def _front_line(chart: Chart, pts: list[Row], front: set[int], cost: Cost) -> No
     chart.line(xs, ys, "#555", width=5, opacity=0.18, title="Pareto front: nothing else is both cheaper and more accurate")
 
 
-def _front_points(chart: Chart, pts: list[Row], front: set[int], cost: Cost, colors: dict[str, str], markers: dict[int, str] | None) -> None:
+def _front_points(chart: Chart, pts: list[Row], front: set[int], cost: Cost, colors: dict[str, str], markers: dict[int, str] | None,
+                  accuracy: Cost = clean_top1) -> None:
     # Coincident front points (e.g. dense and its unstructured variants, same file size) share one label.
     names: dict[tuple[float, float], list[str]] = {}
     for i in front:
-        names.setdefault((cost(pts[i]), pts[i].top1), [])
-        if pts[i].recipe not in names[(cost(pts[i]), pts[i].top1)]:
-            names[(cost(pts[i]), pts[i].top1)].append(pts[i].recipe)
+        names.setdefault((cost(pts[i]), accuracy(pts[i])), [])
+        if pts[i].recipe not in names[(cost(pts[i]), accuracy(pts[i]))]:
+            names[(cost(pts[i]), accuracy(pts[i]))].append(pts[i].recipe)
     for i, r in enumerate(pts):
         on = i in front
-        names_here = names.pop((cost(r), r.top1), None) if on else None
-        chart.points([cost(r)], [r.top1 * 100], colors[series_key(r)], marker=(markers or {}).get(r.batch, "circle"), filled=on,
-                     titles=[("on the Pareto front\n" if on else "dominated\n") + tip(r)],
+        names_here = names.pop((cost(r), accuracy(r)), None) if on else None
+        shown = "" if accuracy is clean_top1 else f"\nplotted accuracy {accuracy(r):.2%}"
+        chart.points([cost(r)], [accuracy(r) * 100], colors[series_key(r)], marker=(markers or {}).get(r.batch, "circle"), filled=on,
+                     titles=[("on the Pareto front\n" if on else "dominated\n") + tip(r) + shown],
                      labels=[", ".join(_short(n) for n in names_here) if names_here else ""])
 
 

@@ -34,6 +34,7 @@ from edgebench.bench.contracts.files import atomic_open, atomic_write_text, writ
 from edgebench.bench.store import Store
 from edgebench.reports import history as histmod
 from edgebench.reports import html
+from edgebench.reports import robustness as robmod
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.htmlkit import size_text
 from edgebench.reports.recommend import OBJECTIVES, Constraints, describe_margin, recommend, tie_rule
@@ -69,7 +70,7 @@ def recommendations(report: RunReport, bootstrapper: Any = None) -> dict[str, li
     return {t: recommend(report, t, Constraints(), bootstrapper=bootstrapper) for t in by_target(report.rows)}
 
 
-def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str:
+def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None, pareto_accuracy: str = "top1") -> str:
     run = report.run
     s = run.summary or {}
     out = [
@@ -125,26 +126,44 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None) -> str
         if measured:
             out += ["", "Device state per cell (temperature, throttling, other load, cool-down, energy):", ""]
             out += [f"- `{r.cell_key}`: {device_line(r)}" for r in measured]
+    out += robmod.markdown_lines(report.robustness, pareto_note(report, pareto_accuracy))
     failures = [r for r in report.rows if r.status != "ok"]
     if failures:
         out += ["", "## Failed and skipped cells", ""] + [f"- `{r.cell_key}` ({r.status}): {r.error}" for r in failures]
     return "\n".join(out) + "\n"
 
 
-def write(store: Store, run_id: str, reports_root: Path, samples_csv: bool = False) -> Path:
+def pareto_note(report: RunReport, pareto_accuracy: str) -> str | None:
+    """What the Markdown report says about the HTML Pareto view's robust accuracy axis (None for top-1)."""
+    if pareto_accuracy != "robust":
+        return None
+    left_out = robmod.left_out_note([r for r in report.rows if r.status == "ok"], report.robustness)
+    return "Pareto view (report.html): the accuracy axis is robust top-1." + (f" {left_out}" if left_out else "")
+
+
+def write(store: Store, run_id: str, reports_root: Path, samples_csv: bool = False, pareto_accuracy: str = "top1") -> Path:
     """Write every report file for ``run_id`` into ``reports_root/<run-id>/`` and return that folder:
     ``report.md``, ``report.json``, ``cells.csv``, ``samples.npz`` (layout in the module docstring), the
     self-contained ``report.html``, and with ``samples_csv`` every sample as ``samples.csv`` too. A run whose
-    samples ``edgebench gc`` dropped gets neither samples file: its report says so."""
+    samples ``edgebench gc`` dropped gets neither samples file: its report says so.
+
+    ``pareto_accuracy`` is the Pareto view's accuracy axis: ``top1`` (each cell's), or ``robust`` (the
+    recipe's robust top-1, fp32 cells only): a run without robustness numbers then raises
+    :class:`~edgebench.reports.robustness.NoRobustnessData` before any file is written."""
+    if pareto_accuracy not in robmod.PARETO_ACCURACY:
+        raise ValueError(f"pareto_accuracy must be one of {', '.join(robmod.PARETO_ACCURACY)}, not {pareto_accuracy!r}")
     report = load(store, run_id, with_samples=True)
+    if pareto_accuracy == "robust":
+        robmod.require_data(report.robustness, report.run.id)
     out = Path(reports_root) / report.run.id
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     boot = Bootstrapper()  # each cell's bootstrap replicates, computed once for all three files
     recs = recommendations(report, boot)
     # each file replaces the old one whole (temp file + rename): a full disk never leaves half a samples.csv
-    atomic_write_text(out / "report.md", markdown(report, recs))
+    atomic_write_text(out / "report.md", markdown(report, recs, pareto_accuracy))
     data = report.to_dict()
+    data["pareto_accuracy"] = pareto_accuracy
     data["recommendations"] = {t: [r.to_dict() for r in items] for t, items in recs.items()}
     atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=str))
     with atomic_open(out / "cells.csv", "w", newline="") as f:
@@ -159,7 +178,8 @@ def write(store: Store, run_id: str, reports_root: Path, samples_csv: bool = Fal
         write_samples(report, out / "samples.npz")
     if samples_csv and has_samples:
         _write_samples_csv(report, out / "samples.csv")
-    html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows), samples_csv=samples_csv and has_samples)
+    html.write(report, out, boot, histmod.for_run(store, report.run.id, report.rows), samples_csv=samples_csv and has_samples,
+               pareto_accuracy=pareto_accuracy)
     return out
 
 

@@ -15,6 +15,7 @@ from edgebench.bench.contracts.evidence import Delegation, Evidence
 from edgebench.bench.contracts.flags import Flag, has
 from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
+from edgebench.reports.robustness import RobustnessRow, robustness_rows
 
 REFERENCE_RECIPE = "dense"
 LEGACY_REFERENCE = "the dense PyTorch model"  # what results stored before fidelity named its reference compared against
@@ -334,6 +335,8 @@ class RunReport:
     # cell key -> samples per worker process, in order (CellResult.process_samples), when loaded with the
     # samples; a cell measured in one process (or stored before this was kept) has none
     process_samples: dict[str, list[int]] = field(default_factory=dict)
+    # one row per (model, recipe) whose cells carry robustness facts (PyTorch fp32 on the host; reports/robustness.py)
+    robustness: list[RobustnessRow] = field(default_factory=list)
 
     @property
     def samples_dropped(self) -> str | None:
@@ -349,6 +352,7 @@ class RunReport:
             "environments": self.environments,
             "targets": {t: [r.to_dict() for r in rs] for t, rs in by_target(self.rows).items()},
             "failures": [{"cell": r.cell_key, "status": r.status, "reason": r.error} for r in self.rows if r.status != "ok"],
+            "robustness": [r.to_dict() for r in self.robustness],
         }
 
 
@@ -360,4 +364,4 @@ def load(store: Store, run_id: str, with_samples: bool = False) -> RunReport:
     tracebacks = {c.cell_key: c.result.traceback for c in cells if c.status != "ok" and c.result and c.result.traceback}
     recipes = {c.recipe: c.recipe_def for c in cells if c.recipe_def}
     processes = {k: list(c.result.process_samples) for c in cells if (k := c.cell_key) in samples and c.result.process_samples}
-    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes, processes)
+    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes, processes, robustness_rows(cells))

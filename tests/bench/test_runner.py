@@ -134,7 +134,8 @@ def test_paths_layout(tmp_path):
     assert Paths(home=tmp_path, store="sqlite:///x.db").store_location == "sqlite:///x.db"
 
 
-def test_quantize_notes_say_what_a_recipe_quantize_block_does(write_suite):
+def test_quantize_notes_say_what_a_recipe_quantize_block_does(write_suite, monkeypatch):
+    from edgebench.backends.ort import OrtBackend
     from edgebench.bench.runner import quantize_notes
 
     recipe = write_suite("q.yaml", {"name": "l1-q", "method": "magnitude_unstructured", "params": {"sparsity": 0.5},
@@ -143,10 +144,16 @@ def test_quantize_notes_say_what_a_recipe_quantize_block_does(write_suite):
     loaded = load_suite(only_fp32)
     notes = quantize_notes(loaded.recipes, loaded.cells())
     assert any("asks for int8" in n and "add int8 to the suite's precisions" in n for n in notes)
-    assert any("qat is not implemented" in n and "entropy calibration" in n for n in notes)
+    assert not any("quantisation-aware" in n for n in notes)  # no int8 cell: nothing is trained
     with_int8 = write_suite("b.yaml", {"name": "b", "models": ["small_cnn"], "recipes": [str(recipe)], "backends": ["onnxruntime"], "precisions": ["fp32", "int8"]})
     loaded = load_suite(with_int8)
-    assert not any("asks for" in n for n in quantize_notes(loaded.recipes, loaded.cells()))
+    notes = quantize_notes(loaded.recipes, loaded.cells())
+    assert not any("asks for" in n for n in notes)
+    assert any("quantisation-aware trained at export on onnxruntime (torchao X86InductorQuantizer)" in n and "2 epochs at lr 0.001" in n for n in notes)
+    # a backend without QAT is named, and its int8 said to be post-training with the recipe's calibration
+    monkeypatch.setattr(OrtBackend, "qat_quantizer", None)
+    notes = quantize_notes(loaded.recipes, loaded.cells())
+    assert any("onnxruntime has no quantisation-aware training" in n and "post-training (entropy calibration)" in n for n in notes)
 
 
 def test_a_full_disk_while_building_stops_the_run_and_names_the_file(tmp_path, write_suite, monkeypatch):

@@ -13,6 +13,8 @@ from edgebench.models.recipes import prunable_layers
 EXPECTED_BUILTINS = {
     "dense", "l1-unstructured-50", "l1-unstructured-80", "l1-unstructured-layer-50", "l1-unstructured-90-agp",
     "channel-l2-50", "channel-fpgm-50", "channel-taylor-50", "channel-l2-50-kd", "semi-structured-2-4", "network-slimming-50",
+    "l1-regularized-1e-4", "lottery-ticket-80", "iterative-magnitude-80", "snip-unstructured-80", "channel-hessian-50",
+    "channel-l2-50-qat",
 }
 
 
@@ -61,6 +63,20 @@ def test_all_builtins_load():
     for name in names:
         r = recipes.load(name)
         assert r.finetune.epochs + r.schedule.epochs_per_step * (r.schedule.steps - 1) + r.params.get("epochs", 0) <= 10, name
+
+
+def test_new_method_builtins():
+    assert recipes.load("l1-regularized-1e-4").params == {"l1": 1e-4, "epochs": 5, "threshold": 1e-3}
+    assert recipes.load("snip-unstructured-80").params == {"sparsity": 0.8, "scope": "global", "criterion": "snip"}
+    assert recipes.load("channel-hessian-50").params == {"ratio": 0.5, "importance": "hessian"}
+    lottery, twin = recipes.load("lottery-ticket-80"), recipes.load("iterative-magnitude-80")
+    assert (lottery.method, twin.method) == ("lottery_ticket", "magnitude_unstructured")
+    assert lottery.params == {"sparsity": 0.8, "rewind_epoch": 1, "scope": "global"}
+    # the comparison is fair: same final sparsity, same schedule, same training epochs and rate
+    assert lottery.params["sparsity"] == twin.params["sparsity"]
+    assert (lottery.schedule, lottery.finetune, lottery.seed) == (twin.schedule, twin.finetune, twin.seed)
+    assert lottery.schedule.kind == "iterative" and lottery.schedule.steps == 4
+    assert "criterion" not in recipes.load("l1-unstructured-80").params  # existing recipes keep their cache keys
 
 
 def test_prunable_layers_are_every_conv_and_linear():
@@ -233,7 +249,17 @@ BROKEN = {
     "agp with one step": (base(schedule={"kind": "agp"}), ["schedule:", "agp needs steps >= 2"]),
     "epochs_per_step for one_shot": (base(schedule={"epochs_per_step": 2}), ["schedule:", "remove epochs_per_step"]),
     "schedule typo": (base(schedule={"kind": "agp", "step": 3}), ["schedule.step", "did you mean 'steps'"]),
-    "unknown importance": (base(params={"ratio": 0.5, "importance": "l3"}), ["params.importance", "'l1', 'l2', 'fpgm' or 'taylor'"]),
+    "unknown importance": (base(params={"ratio": 0.5, "importance": "l3"}), ["params.importance", "'l1', 'l2', 'fpgm', 'taylor' or 'hessian'"]),
+    "unknown criterion": ({"name": "r", "method": "magnitude_unstructured", "params": {"sparsity": 0.5, "criterion": "grasp"}},
+                          ["params.criterion", "'l1' or 'snip'"]),
+    "lottery without rewind_epoch": ({"name": "r", "method": "lottery_ticket", "params": {"sparsity": 0.8}}, ["params.rewind_epoch", "required key is missing"]),
+    "lottery rewind_epoch negative": ({"name": "r", "method": "lottery_ticket", "params": {"sparsity": 0.8, "rewind_epoch": -1}}, ["params.rewind_epoch"]),
+    "lottery typo": ({"name": "r", "method": "lottery_ticket", "params": {"sparsity": 0.8, "rewind_epoch": 1, "scop": "layer"}}, ["params.scop", "did you mean 'scope'"]),
+    "l1_regularized without training": ({"name": "r", "method": "l1_regularized", "params": {"l1": 1e-4, "epochs": 0}}, ["params.epochs", "greater than or equal to 1"]),
+    "l1_regularized threshold typo": ({"name": "r", "method": "l1_regularized", "params": {"l1": 1e-4, "epochs": 5, "treshold": 0.01}},
+                                      ["params.treshold", "did you mean 'threshold'"]),
+    "l1_regularized schedule": ({"name": "r", "method": "l1_regularized", "params": {"l1": 1e-4, "epochs": 5}, "schedule": {"kind": "agp", "steps": 3}},
+                                ["schedule.kind", "'l1_regularized' does not support schedule kind agp", "remove schedule"]),
     "global_ spelled the python way": (base(params={"ratio": 0.5, "global_": True}), ["params.global_", "did you mean 'global'"]),
     "2:4 with n=3": ({"name": "r", "method": "semi_structured_2_4", "params": {"n": 3}}, ["params.n"]),
     "slimming without epochs": ({"name": "r", "method": "network_slimming", "params": {"ratio": 0.5}}, ["params.epochs", "required key is missing"]),
