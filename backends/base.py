@@ -169,7 +169,9 @@ class Backend:
         """Host side: write this backend's portable artifact for a PyTorch ``model`` into ``out_dir``.
 
         ``calibration`` is given for precisions that need it (int8); ``options`` holds the suite's
-        values of :attr:`export_options`.
+        values of :attr:`export_options`. Raise NotImplementedError (its message saying why and what
+        to use instead) for an artifact this backend does not build for this model: the cell is
+        skipped with that reason, not failed.
         """
         raise NotImplementedError
 

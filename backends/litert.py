@@ -162,6 +162,8 @@ class LiteRTBackend(Backend):
                     _convert_fp32(model.module, example, path)
                     if precision == "fp16":
                         facts["quantization"] = _cast_weights_fp16(path)
+            except NotImplementedError:  # a cell this backend does not build for this model: the caller skips it, saying why
+                raise
             except Exception as exc:
                 raise RuntimeError(f"litert-torch could not convert the model: {_first_line(exc)}{_tail(log)}") from exc
             if (options or {}).get("sparse"):

@@ -137,3 +137,27 @@ def test_builtin_qat_recipe_is_channel_l2_50_with_qat_int8():
     assert qat_recipe.quantize.epochs == 2 and qat_recipe.quantize.lr == 0.001
     same = {k: v for k, v in qat_recipe.identity().items() if k != "name"}
     assert same == {k: v for k, v in ptq.identity().items() if k != "name"}  # the same pruning: only int8 differs
+
+
+def test_litert_refuses_qat_of_a_residual_model_before_training_and_the_preparer_skips_it(tmp_path, monkeypatch):
+    """litert-torch's QAT graph of ResNet-20 crashes libtorch in its first backward (the process dies):
+    the backend refuses a model with residual adds before training, and the preparer skips the cell."""
+    from edgebench.bench.prepare import NotApplicable
+    from edgebench.models.nets import resnet20
+
+    backend = base.get("litert")
+    if not backend.export_availability().available:
+        pytest.skip("litert-torch not installed here")
+
+    def never(_prepared):
+        raise AssertionError("QAT must not start on a residual model")
+
+    example = np.zeros((1, 3, 32, 32), np.float32)
+    with pytest.raises(NotImplementedError, match="residual adds .*onnxruntime"):
+        backend.export(zoo.PreparedModel(resnet20().eval(), {}), example, "int8", tmp_path / "r20", Calibration(example, qat=never))
+
+    # the preparer turns a backend's NotImplementedError from export into a skip that names the model
+    monkeypatch.setattr(type(backend), "export", lambda *a, **k: (_ for _ in ()).throw(NotImplementedError("not for this one")))
+    prep = Preparer(Cache(tmp_path / "cache"), log=lambda _: None)
+    with pytest.raises(NotApplicable, match="small_cnn: not for this one"):
+        prep.artifact("small_cnn", recipes.load("dense"), "litert", "fp32")
