@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import yaml
 
 from edgebench.bench.contracts.files import atomic_write_text, writing
 from edgebench.bench.contracts.fit import UPPER_SLACK, FitResult, LatencyTable, Measured, to_data
-from edgebench.reports.htmlkit import Ids, e, ms, na
+from edgebench.reports.htmlkit import Ids, e, ms, na, static_page
 from edgebench.reports.svg import PALETTE, Chart
 
 ERROR_GOAL = 0.10   # median |predicted - measured| / measured over the committed steps (issue 18's goal)
@@ -68,10 +66,7 @@ def fit_html(result: FitResult) -> str:
         inner = [f"<h2>{e(heading)}</h2>"] if heading else []
         inner += [_html_block(b, result, ids) for b in blocks]
         body.append(f'<section id="{ids(heading or "verdict")}">' + "\n".join(inner) + "</section>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{e(title(result))}</title><style>\n{_css()}</style></head>\n"
-            f"<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
+    return static_page(title(result), body)
 
 
 def write_fit_report(result: FitResult, out_dir: Path) -> dict[str, Path]:
@@ -381,9 +376,3 @@ def _group_chart(r: FitResult, group: str, ids: Ids) -> str:
                      labels=["dense"], size=6)
         chart.legend("dense width", PALETTE[3], "hollow:diamond")
     return f"<figure>{chart.render()}<figcaption>{e(group)}</figcaption></figure>"
-
-
-@cache
-def _css() -> str:
-    """The run report's stylesheet (reports/assets/report.css), so a fit reads like the other reports."""
-    return (resources.files("edgebench.reports") / "assets" / "report.css").read_text(encoding="utf-8")

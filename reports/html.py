@@ -11,8 +11,6 @@ every target's environment fingerprint; and how the numbers were measured, with 
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,10 @@ from edgebench.reports import robustness as robmod
 from edgebench.reports import html_tables as tables
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.html_recommend import DEFAULT_CONSTRAINTS, recommendation_block
-from edgebench.reports.htmlkit import Ids, batch_markers, colors as series_colors, e, figure, series_key, slug
+from edgebench.reports.htmlkit import Ids, asset, batch_markers, colors as series_colors, e, figure, series_key, slug
 from edgebench.reports.recommend import tie_rule
 from edgebench.reports.stats import Bootstrapper
 from edgebench.reports.tables import Row, RunReport, by_target
-
-@cache
-def asset(name: str) -> str:
-    """A file of ``reports/assets/`` (the page's stylesheet and script), as text."""
-    return (resources.files("edgebench.reports") / "assets" / name).read_text(encoding="utf-8")
 
 
 def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history: dict[str, Any] | None = None,

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from html import escape
+from importlib import resources
 from typing import Any
 
 from edgebench.reports.svg import MARKERS, PALETTE
 from edgebench.reports.tables import Row
+
+
+@cache
+def asset(name: str) -> str:
+    """A file of ``reports/assets/`` (the page's stylesheet and script), as text."""
+    return (resources.files("edgebench.reports") / "assets" / name).read_text(encoding="utf-8")
+
+
+def static_page(title: str, body: list[str]) -> str:
+    """A self-contained page with the run report's stylesheet and no script (the fit and sensitivity
+    reports), so every report reads alike."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{e(title)}</title><style>\n{asset('report.css')}</style></head>\n"
+            "<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
 
 
 def e(v: Any) -> str:

@@ -10,13 +10,11 @@ top-1 is its own table, labelled as reported-only, so nobody chooses ratios on t
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from edgebench.bench.contracts.files import atomic_write_text, writing
 from edgebench.bench.sensitivity import ScanResult, scan_to_data
-from edgebench.reports.htmlkit import Ids, e, figure, na
+from edgebench.reports.htmlkit import Ids, e, figure, na, static_page
 from edgebench.reports.svg import PALETTE, Chart
 
 NAMED = 3  # units named as most / least sensitive in the summary
@@ -149,9 +147,7 @@ def sensitivity_html(r: ScanResult) -> str:
         head = "".join(f"<th>{e(h)}</th>" for h in headers)
         trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
         body.append(f'<section id="{ids(heading)}"><h2>{e(heading)}</h2><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></section>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{e(title(r))}</title><style>\n{_css()}</style></head>\n<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
+    return static_page(title(r), body)
 
 
 def write_sensitivity_report(r: ScanResult, out_dir: Path) -> dict[str, Path]:
@@ -165,9 +161,3 @@ def write_sensitivity_report(r: ScanResult, out_dir: Path) -> dict[str, Path]:
     atomic_write_text(paths["markdown"], sensitivity_markdown(r))
     atomic_write_text(paths["html"], sensitivity_html(r))
     return paths
-
-
-@cache
-def _css() -> str:
-    """The run report's stylesheet (reports/assets/report.css), so a scan reads like the other reports."""
-    return (resources.files("edgebench.reports") / "assets" / "report.css").read_text(encoding="utf-8")

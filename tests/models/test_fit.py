@@ -19,13 +19,7 @@ from edgebench.models import fit, nets, pruning, recipes
 from edgebench.models.fit import Option
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is much faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 EX32 = torch.zeros(1, 3, 32, 32)

@@ -11,13 +11,7 @@ from torch import nn
 from edgebench.models import arch, fit, nets_mobile, recipes, zoo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is much faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 EX32 = torch.zeros(1, 3, 32, 32)

@@ -16,13 +16,7 @@ from edgebench.bench.contracts.errors import ConfigError
 from edgebench.models import pruning, recipes, zoo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is ~50x faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 # -- tiny models ---------------------------------------------------------------------------------------

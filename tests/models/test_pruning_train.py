@@ -20,12 +20,7 @@ X32 = torch.zeros(1, 3, 32, 32)
 NEW_BUILTINS = ["l1-regularized-1e-4", "lottery-ticket-80", "iterative-magnitude-80", "snip-unstructured-80", "channel-hessian-50"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def zeros_share(module: nn.Module) -> float:
