@@ -47,7 +47,6 @@ def run(
     from edgebench.bench.executor import check_executor
     from edgebench.bench.resume import load_for_resume
     from edgebench.bench.runner import RunOptions, Runner
-    from edgebench.reports import render
 
     check_executor(executor)  # before a run is opened: a mistyped executor leaves no empty failed run behind
     paths = _paths(home, store)
@@ -71,17 +70,17 @@ def run(
             summary = runner.run(loaded, resume=resume)
     except KeyboardInterrupt:
         # typer would turn this into a silent exit 130 before main() saw it: say what was kept, here
-        _final_report(runner, paths, render, samples_csv, pareto_accuracy)
+        _final_report(runner, paths, samples_csv, pareto_accuracy)
         _stopped(runner, "interrupted")
         raise typer.Exit(130) from None
     except CannotWrite as exc:
-        _final_report(runner, paths, render, samples_csv, pareto_accuracy)
+        _final_report(runner, paths, samples_csv, pareto_accuracy)
         _stopped(runner, str(exc))
         raise typer.Exit(2) from None
     except BaseException:
-        _final_report(runner, paths, render, samples_csv, pareto_accuracy)  # whatever stopped the run, the cells it finished get their report
+        _final_report(runner, paths, samples_csv, pareto_accuracy)  # whatever stopped the run, the cells it finished get their report
         raise
-    _final_report(runner, paths, render, samples_csv, pareto_accuracy)
+    _final_report(runner, paths, samples_csv, pareto_accuracy)
     built = summary.trained + summary.pruned + summary.exported
     console.print(
         f"run {summary.run_id}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} skipped in {summary.wall_s:.0f}s; "
@@ -96,7 +95,7 @@ def run(
         raise typer.Exit(1)
 
 
-def _final_report(runner: Any, paths: Any, render: Any, samples_csv: bool = False, pareto_accuracy: Any = "top1") -> None:
+def _final_report(runner: Any, paths: Any, samples_csv: bool = False, pareto_accuracy: Any = "top1") -> None:
     """Write the run's report (an interrupted run's too, of the cells it finished) and say where; a full
     disk here is one line, not a second error hiding the first."""
     if runner is None or runner.run_id is None:

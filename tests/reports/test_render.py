@@ -212,15 +212,15 @@ def test_fingerprint_line_markdown_and_short():
 
 
 def test_the_run_command_writes_samples_csv_only_when_asked(report_dir, tmp_path, capsys):
-    # `edgebench run --samples-csv` reaches render.write through cli._final_report (also after Ctrl-C or a full disk)
+    # `edgebench run --samples-csv` reaches the report writer through cli._final_report (also after Ctrl-C or a full disk)
     from types import SimpleNamespace
 
     from edgebench.bench import cli
 
     out, _ = report_dir
     runner = SimpleNamespace(store=Store(tmp_path / "s.sqlite"), run_id=RUN)
-    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"), render)
+    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"))
     assert not (out / "samples.csv").exists() and (out / "samples.npz").exists()
-    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"), render, samples_csv=True)
+    cli._final_report(runner, SimpleNamespace(reports=tmp_path / "reports"), samples_csv=True)
     assert (out / "samples.csv").exists()
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
