@@ -20,6 +20,7 @@ import numpy as np
 
 from edgebench.bench.contracts.evidence import Evidence
 from edgebench.bench.contracts.registry import Registry
+from edgebench.bench.contracts.results import GpuMemory
 
 
 @dataclass
@@ -85,6 +86,24 @@ class Session:
     def evidence(self) -> Evidence:
         """What really ran (contracts/evidence.py): providers, threads, delegation, kernels, layers."""
         raise NotImplementedError
+
+    #: the session times each run itself (:meth:`run_timed`), e.g. with CUDA events on a GPU stream: a
+    #: host clock around an asynchronous launch would time the launch, not the work
+    own_clock: ClassVar[bool] = False
+
+    def run_timed(self, prepared: Any) -> int:
+        """Run an input made by :meth:`prepare_input` once; return its end-to-end duration in ns by the
+        session's own clock (only for sessions with :attr:`own_clock`)."""
+        raise NotImplementedError
+
+    def phase_samples(self, runs: int) -> dict[str, list[int]]:
+        """Per phase (contracts/results.py ``PHASES``), the durations in ns of the last ``runs`` calls of
+        :meth:`run_timed` (the timed ones; warm-up came first). Empty for sessions without a split."""
+        return {}
+
+    def gpu_memory(self) -> GpuMemory | None:
+        """The GPU memory this session used (peaks since load), or None on a CPU runtime."""
+        return None
 
 
 #: portable artifact kinds: what the host writes and a backend is made from, with their file suffixes

@@ -79,20 +79,29 @@ class TorchBackend(Backend):
 
         threads = int(options.get("threads") or 1)
         torch.set_num_threads(threads)
-        arch_file = artifact.with_name("arch.json")
-        if not arch_file.exists():
-            raise FileNotFoundError(f"{arch_file}: missing architecture file beside {artifact.name}; re-export the model")
-        arch = json.loads(arch_file.read_text())
-        if arch.get("torchscript"):
-            return TorchSession(load_torchscript(artifact).eval(), torch, threads)
-        module = build_module(arch)
-        try:
-            state = torch.load(artifact, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated or corrupt file: say so, not the unpickler's words
-            raise ModelFileError(artifact, f"not a loadable state_dict ({type(exc).__name__}: {one_line(exc, 200)}); re-export it") from None
-        module.load_state_dict(state)
-        module.eval()
+        module, _ = load_cpu_module(artifact)
         return TorchSession(module, torch, threads)
+
+
+def load_cpu_module(artifact: Path) -> tuple[Any, bool]:
+    """The module of a ``torch`` artifact on the CPU, in eval mode, and whether it is a TorchScript archive.
+
+    A state_dict is loaded into the architecture ``arch.json`` beside it names (nothing is unpickled)."""
+    import torch
+
+    arch_file = artifact.with_name("arch.json")
+    if not arch_file.exists():
+        raise FileNotFoundError(f"{arch_file}: missing architecture file beside {artifact.name}; re-export the model")
+    arch = json.loads(arch_file.read_text())
+    if arch.get("torchscript"):
+        return load_torchscript(artifact).eval(), True
+    module = build_module(arch)
+    try:
+        state = torch.load(artifact, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or corrupt file: say so, not the unpickler's words
+        raise ModelFileError(artifact, f"not a loadable state_dict ({type(exc).__name__}: {one_line(exc, 200)}); re-export it") from None
+    module.load_state_dict(state)
+    return module.eval(), False
 
 
 def load_torchscript(path: Path) -> Any:

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.bench.contracts.flags import Flag
-from edgebench.bench.contracts.results import CellResult, Contention, LatencyStats, MeasureSettings
+from edgebench.bench.contracts.results import CellResult, Contention, DeviceTiming, LatencyStats, MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.lease import LeaseError, board_lease
 from edgebench.bench.stats import summarize
 from edgebench.bench.store import now
-from edgebench.bench.worker import variance_flag
+from edgebench.bench import worker
+from edgebench.bench.worker import launch_flag, variance_flag
 from edgebench.targets.probe import for_board
 from edgebench.targets.profiles import TargetProfile
 from edgebench.targets.transport import Bundle, TargetUnreachable, artifact_bundle, make_transport
@@ -316,8 +317,19 @@ def pool(parts: list[CellResult], batch: int, settings: MeasureSettings) -> Cell
         processes=len(parts),
         process_p50_ms=[p.latency.p50_ms for p in parts if p.latency is not None],
         process_samples=[len(p.samples_ns) for p in parts],
-        flags=_flags(parts, latency, settings),
+        device_timing=(timing := _device_timing(parts, batch)),
+        gpu_memory=max((p.gpu_memory for p in parts if p.gpu_memory is not None), key=lambda m: m.allocated_peak_mib, default=None),
+        flags=_flags(parts, latency, settings, timing),
     )
+
+
+def _device_timing(parts: list[CellResult], batch: int) -> DeviceTiming | None:
+    """The processes' GPU time splits pooled like their samples (every phase's runs, re-summarised)."""
+    timings = [p.device_timing for p in parts if p.device_timing is not None]
+    if len(timings) != len(parts):
+        return None
+    phases = {k: [s for t in timings for s in t.samples_ns.get(k, [])] for k in timings[0].samples_ns}
+    return worker.device_timing(phases, batch, timings[0])
 
 
 def _contention(parts: list[Contention]) -> Contention | None:
@@ -348,12 +360,14 @@ def _device(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     return out
 
 
-def _flags(parts: list[CellResult], latency: LatencyStats, settings: MeasureSettings) -> list[Flag]:
-    """Each process's flags once, with the variance flag recomputed on the pooled samples and one
-    ``contended`` flag for the processes that were."""
-    out = list(dict.fromkeys(f for p in parts for f in p.flags if f.code not in ("high-variance", "contended")))
+def _flags(parts: list[CellResult], latency: LatencyStats, settings: MeasureSettings, timing: DeviceTiming | None = None) -> list[Flag]:
+    """Each process's flags once, with the variance and launch-bound flags recomputed on the pooled
+    samples and one ``contended`` flag for the processes that were."""
+    out = list(dict.fromkeys(f for p in parts for f in p.flags if f.code not in ("high-variance", "contended", "launch-bound")))
     if high := variance_flag(latency, settings):
         out.insert(0, high)
+    if launch := launch_flag(timing):
+        out.append(launch)
     busy = [p.contention.other_cpu_share or 0.0 for p in parts if p.contention is not None and p.contention.contended]
     if busy:
         out.append(Flag("contended", f"contended: other processes used up to {max(busy):.0%} of the CPU while measuring "

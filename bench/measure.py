@@ -32,8 +32,11 @@ class TimedRuns:
     stopped_by_cap: str | None = None
 
 
-def time_runs(fn: Callable[[], object], settings: MeasureSettings) -> TimedRuns:
+def time_runs(fn: Callable[[], object], settings: MeasureSettings, self_timed: bool = False) -> TimedRuns:
     """Warm up, then time ``fn`` until both the count floor and the time floor are met.
+
+    ``self_timed``: ``fn`` returns its own duration in nanoseconds (a GPU session's CUDA events around
+    work it launched asynchronously), which becomes the sample; the floors still run on the host clock.
 
     Like LiteRT's benchmark_model and trtexec, both a run count and a duration must be reached, so a
     fast model gets many samples and a slow one still gets its minimum count, bounded by the caps.
@@ -60,9 +63,9 @@ def time_runs(fn: Callable[[], object], settings: MeasureSettings) -> TimedRuns:
         max_ns = int(settings.max_seconds * 1e9)
         while True:
             t0 = clock()
-            fn()
+            own = fn()
             t1 = clock()
-            samples.append(t1 - t0)
+            samples.append(int(own) if self_timed else t1 - t0)  # type: ignore[call-overload]
             elapsed = t1 - start
             if len(samples) >= settings.min_runs and elapsed >= min_ns:
                 break

@@ -30,7 +30,7 @@ from edgebench.bench import device_build
 from edgebench.bench.contracts.errors import one_line
 from edgebench.bench.contracts.evidence import Evidence
 from edgebench.bench.contracts.flags import Flag
-from edgebench.bench.contracts.results import Accuracy, CellResult, Fidelity, LatencyStats, MeasureSettings
+from edgebench.bench.contracts.results import Accuracy, CellResult, DeviceTiming, Fidelity, LatencyStats, MeasureSettings
 from edgebench.bench.contracts.spec import CellSpec
 from edgebench.bench.measure import ContentionMeter, MemorySampler, time_runs, usable_cpus, wait_for_quiet
 from edgebench.bench.stats import summarize, topk_accuracy
@@ -163,7 +163,10 @@ def run_cell(spec: CellSpec) -> CellResult:
             gate = wait_for_quiet(settings.contention_threshold, settings.quiet_wait_s)
             _mark(monitor, "measure")
             meter.start()
-            timed = time_runs(lambda: session.run_prepared(prepared), settings)
+            if session.own_clock:  # a GPU session: CUDA events time the work, not the host's view of a launch
+                timed = time_runs(lambda: session.run_timed(prepared), settings, self_timed=True)
+            else:
+                timed = time_runs(lambda: session.run_prepared(prepared), settings)
             result.contention = meter.stop()
             result.contention.quiet_wait_s, result.contention.quiet = gate.waited_s, gate.quiet
             _mark(monitor, "evaluate")
@@ -176,6 +179,8 @@ def run_cell(spec: CellSpec) -> CellResult:
         result.warmup_runs, result.warmup_s = timed.warmup_runs, timed.warmup_s
         result.samples_ns = timed.samples_ns
         result.latency = summarize(timed.samples_ns, spec.batch)
+        result.device_timing = device_timing(session.phase_samples(len(timed.samples_ns)), spec.batch, session)
+        result.gpu_memory = session.gpu_memory()
         result.memory = sampler.stats()
         result.memory_timeline = sampler.timeline
         result.accuracy, result.fidelity = accuracy_and_fidelity(logits, labels, reference, *reference_of(data, spec))
@@ -190,6 +195,14 @@ def run_cell(spec: CellSpec) -> CellResult:
         traceback.print_exc(file=sys.stderr)  # whole, into the cell's stderr file: the failure may be in the user's code
     result.worker_wall_s = time.perf_counter() - started
     return result
+
+
+def device_timing(phases: dict[str, list[int]], batch: int, session: Any = None) -> DeviceTiming | None:
+    """The time split of a GPU session's timed runs (contracts/results.py ``DeviceTiming``), or None."""
+    if not phases or not all(phases.values()):
+        return None
+    return DeviceTiming(clock="cuda-events", samples_ns=phases, phases={k: summarize(v, batch) for k, v in phases.items()},
+                        cuda_graph=bool(getattr(session, "cuda_graph", False)))
 
 
 def _evidence(session: Any, version: str | None, prepared: Any, built: Any) -> Evidence:
@@ -243,12 +256,23 @@ def variance_flag(latency: LatencyStats, settings: MeasureSettings) -> Flag | No
     return Flag("high-variance", f"high variance: {why}" + (f" ({'; '.join(p for p in (also, outliers) if p)})" if also or outliers else ""))
 
 
+def launch_flag(timing: DeviceTiming | None) -> Flag | None:
+    """``launch-bound`` when launching the work took the host about as long as the GPU took to run it."""
+    if timing is None or not timing.launch_bound:
+        return None
+    enq, comp = timing.phases["enqueue"].p50_ms, timing.phases["compute"].p50_ms
+    return Flag("launch-bound", f"launch-bound: enqueue {enq:.3f} ms vs GPU compute {comp:.3f} ms (median): the GPU waits on the CPU's "
+                                "launches; try cuda_graph or compile, or a larger batch")
+
+
 def _flags(result: CellResult, cap: str | None, settings: MeasureSettings) -> list[Flag]:
     out = []
     if result.latency is not None and (high := variance_flag(result.latency, settings)):
         out.append(high)
     if cap:
         out.append(Flag("measurement-capped", f"measurement {cap}"))
+    if (launch := launch_flag(result.device_timing)) is not None:
+        out.append(launch)
     device = result.device or {}
     if device.get("throttled"):
         out.append(Flag("throttled", "throttled: " + "; ".join(device.get("throttle_reasons") or ["the device throttled"])))

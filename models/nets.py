@@ -147,3 +147,25 @@ class MobileNetV2(nn.Module):
 
 def mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, small_input: bool = False) -> MobileNetV2:
     return MobileNetV2(num_classes, width_mult, small_input)
+
+
+class WideMLP(nn.Module):
+    """A flattened image through ``depth`` wide Linear layers: GEMMs big enough (4096 x 4096 at batch 32+)
+    for 2:4 sparse tensor cores to matter, which the zoo's small CNNs are not. Latency only."""
+
+    def __init__(self, num_classes: int = 1000, in_features: int = 3 * 32 * 32, hidden: int = 4096, depth: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def wide_mlp(num_classes: int = 1000, in_features: int = 3 * 32 * 32, hidden: int = 4096, depth: int = 2) -> WideMLP:
+    return WideMLP(num_classes, in_features, hidden, depth)

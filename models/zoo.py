@@ -69,6 +69,8 @@ MODELS.add("resnet18_224", ZooEntry("edgebench.models.zoo:resnet18", "synthetic"
 MODELS.add("mobilenetv2_224", ZooEntry("edgebench.models.zoo:mobilenetv2", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
 MODELS.add("mobilenetv3_small_224", ZooEntry("edgebench.models.nets_mobile:mobilenetv3_small", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
 MODELS.add("efficientnet_b0_224", ZooEntry("edgebench.models.nets_mobile:efficientnet_b0", "synthetic", 224, {"num_classes": 1000}, train_epochs=0))
+# GPU-sized GEMMs for the 2:4 question (bench/suites/gpu.yaml): 3072->4096->4096 and a 1000-class head (134 MB fp32)
+MODELS.add("wide_mlp", ZooEntry("edgebench.models.nets:wide_mlp", "synthetic", 32, {"num_classes": 1000}, train_epochs=0))
 
 
 def entry(name: str) -> ZooEntry:

@@ -18,6 +18,7 @@ from edgebench.bench.contracts.files import atomic_write_text
 from edgebench.bench.contracts.flags import has
 from edgebench.bench.store import RunRecord
 from edgebench.reports import html_charts as charts
+from edgebench.reports import gpu as gpumod
 from edgebench.reports import robustness as robmod
 from edgebench.reports import html_tables as tables
 from edgebench.reports.environment import fingerprint_line
@@ -42,6 +43,8 @@ def render(report: RunReport, bootstrapper: Bootstrapper | None = None, history:
     body = [_header(report, targets, bool(history), samples_csv),
             _recommendation_section(report, targets, bootstrapper or Bootstrapper())]
     body += [_target_section(ids, report, t, rows, colors, methods, multi_model, pareto_accuracy) for t, rows in targets.items()]
+    if report.gpu:
+        body.append(gpumod.html_section(report.gpu))
     if report.robustness:
         body.append(robmod.html_section(report.robustness))
     body.append(_cross_target_section(report))
@@ -95,7 +98,7 @@ def _header(report: RunReport, targets: dict[str, list[Row]], with_history: bool
         out.append(f'<p class="banner">{len(contended)} of {len(ok)} measured cells were <b>contended</b> (other processes used the CPU while measuring): '
                    "their latencies are inflated and noisy. Re-run on an idle machine before trusting close comparisons.</p>")
     nav = [("recommendation", "Recommendation")] + [(f"target-{slug(t)}", f"Target {t}") for t in targets] + (
-        [("robustness", "Robustness")] if report.robustness else []) + [("cross-target", "Across targets")] + ([("history", "History")] if with_history else []) + [
+        [("gpu", "GPU")] if report.gpu else []) + ([("robustness", "Robustness")] if report.robustness else []) + [("cross-target", "Across targets")] + ([("history", "History")] if with_history else []) + [
         ("failures", "Failures"), ("environments", "Environments"), ("method", "Method & suite")]
     out.append("<nav>" + "".join(f'<a href="#{i}">{e(n)}</a>' for i, n in nav)
                + ' · data: <a href="report.md">report.md</a> <a href="report.json">report.json</a> <a href="cells.csv">cells.csv</a>'

@@ -34,6 +34,7 @@ from edgebench.bench.contracts.files import atomic_open, atomic_write_text, writ
 from edgebench.bench.store import Store
 from edgebench.reports import history as histmod
 from edgebench.reports import html
+from edgebench.reports import gpu as gpumod
 from edgebench.reports import robustness as robmod
 from edgebench.reports.environment import fingerprint_line
 from edgebench.reports.htmlkit import size_text
@@ -126,6 +127,7 @@ def markdown(report: RunReport, recs: dict[str, list[Any]] | None = None, pareto
         if measured:
             out += ["", "Device state per cell (temperature, throttling, other load, cool-down, energy):", ""]
             out += [f"- `{r.cell_key}`: {device_line(r)}" for r in measured]
+    out += gpumod.markdown_lines(report.gpu)
     out += robmod.markdown_lines(report.robustness, pareto_note(report, pareto_accuracy))
     failures = [r for r in report.rows if r.status != "ok"]
     if failures:

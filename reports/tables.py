@@ -15,6 +15,7 @@ from edgebench.bench.contracts.evidence import Delegation, Evidence
 from edgebench.bench.contracts.flags import Flag, has
 from edgebench.bench.contracts.identity import CellFields, CellId
 from edgebench.bench.store import CellRecord, RunRecord, Store
+from edgebench.reports.gpu import GpuRow, gpu_rows
 from edgebench.reports.robustness import RobustnessRow, robustness_rows
 
 REFERENCE_RECIPE = "dense"
@@ -236,8 +237,12 @@ def evidence_flags(row: Row, evidence: Evidence | None) -> list[Flag]:
     (whether this CPU can take it, LiteRT/XNNPACK), else zeros stored and run dense; and operators
     left outside the delegate."""
     out = []
+    gpu_sparse = (evidence.details or {}).get("sparse_layers") if evidence is not None else None
     if evidence is not None and evidence.sparse_path:
         out.append(Flag("sparse-path", f"sparse-path: {evidence.sparse_path}"))
+    elif gpu_sparse is not None:  # torch-cuda: layers converted to 2:4 tensors, and the kernels they ran
+        if flag := converted_sparse_flag(row, gpu_sparse):
+            out.append(flag)
     elif (row.weight_sparsity or 0) >= 0.05 and not (evidence is not None and evidence.sparse_kernels):
         # sparse kernels unknown (None) or no evidence at all count as dense, as they always did: a backend
         # that runs sparse kernels says so
@@ -247,6 +252,22 @@ def evidence_flags(row: Row, evidence: Evidence | None) -> list[Flag]:
     if delegation:
         out.append(delegation)
     return out
+
+
+def converted_sparse_flag(row: Row, layers: dict[str, Any]) -> Flag | None:
+    """``sparse-not-used`` for a GPU cell whose zeros ran dense: converted 2:4 layers whose profiled
+    kernels were dense, or zeros in a model none of whose layers could be converted."""
+    converted, ran = int(layers.get("converted") or 0), layers.get("sparse_ran")
+    if converted == 0:
+        if (row.weight_sparsity or 0) < 0.05:
+            return None
+        return Flag("sparse-not-used", f"sparse-not-used: {row.weight_sparsity:.0%} zero weights, but no layer qualified for "
+                                       f"2:4 sparse tensors on {row.backend} (the conversion plan in the evidence says why): all ran dense")
+    dense = layers.get("dense_ran") or []
+    if ran is None or not dense:  # unrecognised kernels are unknown, never called dense
+        return None
+    return Flag("sparse-not-used", f"sparse-not-used: sparse kernels ran in {ran} of {converted} converted layers; "
+                                   f"dense kernels in {', '.join(dense)}")
 
 
 def _delegation_warning(delegation: Delegation | None) -> Flag | None:
@@ -337,6 +358,8 @@ class RunReport:
     process_samples: dict[str, list[int]] = field(default_factory=dict)
     # one row per (model, recipe) whose cells carry robustness facts (PyTorch fp32 on the host; reports/robustness.py)
     robustness: list[RobustnessRow] = field(default_factory=list)
+    # one row per GPU cell (a time split measured with CUDA events: torch-cuda; reports/gpu.py)
+    gpu: list[GpuRow] = field(default_factory=list)
 
     @property
     def samples_dropped(self) -> str | None:
@@ -353,6 +376,7 @@ class RunReport:
             "targets": {t: [r.to_dict() for r in rs] for t, rs in by_target(self.rows).items()},
             "failures": [{"cell": r.cell_key, "status": r.status, "reason": r.error} for r in self.rows if r.status != "ok"],
             "robustness": [r.to_dict() for r in self.robustness],
+            "gpu": [r.to_dict() for r in self.gpu],
         }
 
 
@@ -364,4 +388,4 @@ def load(store: Store, run_id: str, with_samples: bool = False) -> RunReport:
     tracebacks = {c.cell_key: c.result.traceback for c in cells if c.status != "ok" and c.result and c.result.traceback}
     recipes = {c.recipe: c.recipe_def for c in cells if c.recipe_def}
     processes = {k: list(c.result.process_samples) for c in cells if (k := c.cell_key) in samples and c.result.process_samples}
-    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes, processes, robustness_rows(cells))
+    return RunReport(run, store.environments(run.id), rows_for(cells), samples, tracebacks, recipes, processes, robustness_rows(cells), gpu_rows(cells))

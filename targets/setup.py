@@ -61,6 +61,13 @@ def build_wheel(out_dir: Path) -> Path:
 # What the worker imports from the core's dependencies; the rest (pydantic, SQLAlchemy, rich, typer, ...)
 # serve the host's CLI, store and reports.
 WORKER_CORE = ("numpy", "psutil")
+# Extras whose runtime the board already has, built for its GPU (a CUDA torch from JetPack or pytorch.org):
+# pip would fetch a different build, so the venv sees the system's site-packages instead, and setup
+# checks the runtime imports and sees the GPU. extra -> (module, the check's Python, what to install if absent)
+SYSTEM_RUNTIMES = {
+    "torch-cuda": ("torch", "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())",
+                   "a CUDA build of torch for the board (JetPack: NVIDIA's torch wheel for its L4T; desktop: pytorch.org's CUDA wheel)"),
+}
 
 
 def worker_requirements(wheel: Path, extras: list[str]) -> list[str]:
@@ -126,8 +133,15 @@ async def setup_target(profile: TargetProfile, wheel: Path, wheelhouse: Path | N
             cdir = await t.place(Bundle([constraints]))
             pip_source += ["--constraint", f"{cdir}/{constraints.name}"]
 
-        await _step(t, f"{profile.name}: creating {venv} with {profile.python}", [profile.python, "-m", "venv", venv], 300, log,
+        system = [e for e in extras if e in SYSTEM_RUNTIMES]
+        venv_args = ["--system-site-packages"] if system else []  # the board's own CUDA torch stays visible
+        await _step(t, f"{profile.name}: creating {venv} with {profile.python}" + (f" (with the system's packages, for {', '.join(system)})" if system else ""),
+                    [profile.python, "-m", "venv", *venv_args, venv], 300, log,
                     hint=f"install python3-venv on the board, or set `python:` in the target profile to a Python >= 3.10")
+        for extra in system:
+            module, check, install = SYSTEM_RUNTIMES[extra]
+            await _step(t, f"{profile.name}: checking the board's own {module} for {extra}", [venv_python, "-c", check], 120, log,
+                        hint=f"install {install}, then run `edgebench target setup {profile.name}` again")
         remote_wheel = f"{wheel_dir}/{wheel.name}"
         pip = [venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         label = f"edgebench[{','.join(extras)}]" if extras else "edgebench"

@@ -145,6 +145,8 @@ def test_list_backends(tmp_path):
     lines = {l.split(":", 1)[0]: l for l in res.stdout.splitlines() if ":" in l}
     assert lines["torch"].startswith("torch: available (")
     assert lines["onnxruntime"].startswith("onnxruntime: available (")
+    # no GPU here (CI neither): torch-cuda is listed with the reason, and suites without it are unchanged
+    assert lines["torch-cuda"].startswith("torch-cuda: not available: no CUDA device (torch.cuda.is_available() is False); precisions: fp32, fp16, bf16")
 
 
 def test_list_recipes_and_models(tmp_path):

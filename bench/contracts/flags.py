@@ -44,6 +44,9 @@ CODES: dict[str, Code] = {c.name: c for c in [
          "Weights are stored sparse (DENSIFY) for XNNPACK's sparse kernels, which run on ARM CPUs only; on other CPUs XNNPACK densifies them at load and runs dense."),
     Code("ops-not-delegated", "ops not delegated", EVIDENCE,
          "Some operators run outside the backend's delegate/accelerator, usually on a slower path."),
+    Code("launch-bound", "launch-bound", EVIDENCE,
+         "On a GPU, the host's time to launch each run (enqueue) is close to the GPU's compute time: the GPU waits on Python and "
+         "the driver, so the latency is the CPU's, not the kernels'. A CUDA graph (cuda_graph), compile, or a larger batch removes most of it."),
     Code("measurement-capped", "measurement capped", NOISE,
          "A max_runs or max_seconds cap stopped the measurement before its floors were reached."),
     Code("throttled", "throttled", HARDWARE,

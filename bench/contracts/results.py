@@ -137,6 +137,59 @@ class MeasureSettings:
                                "resample processes (a win needs at least 2; the built-in default suite uses 3)", ge=1, le=50)
 
 
+#: the phases of a GPU run, in the order they happen on the stream (``enqueue`` is host time)
+PHASES = ("end_to_end", "h2d", "compute", "d2h", "enqueue")
+
+
+@dataclass
+class DeviceTiming:
+    """A GPU cell's time split the way trtexec reports it, over the timed runs only: GPU compute (CUDA
+    events around the model on the stream), host-to-device and device-to-host copies apart, end-to-end
+    (the first copy's start to the last copy's end: the cell's own samples) and enqueue (host time to
+    launch the copies and the model). ``samples_ns`` holds every run of every phase (``PHASES``), in
+    order; ``phases`` their summaries (bench/stats.py ``summarize``). ``launch_bound``: the median enqueue
+    time is at least ``LAUNCH_BOUND_SHARE`` of the median compute time, so the GPU may wait on the CPU's
+    launches (the cell then carries the ``launch-bound`` flag)."""
+
+    clock: str                                       # "cuda-events"
+    samples_ns: dict[str, list[int]]
+    phases: dict[str, LatencyStats]
+    cuda_graph: bool = False                         # the model ran as one CUDA graph replay
+
+    @property
+    def launch_bound(self) -> bool:
+        enq, comp = self.phases.get("enqueue"), self.phases.get("compute")
+        return enq is not None and comp is not None and enq.p50_ms >= LAUNCH_BOUND_SHARE * comp.p50_ms
+
+    def to_data(self) -> dict[str, Any]:
+        return {"clock": self.clock, "cuda_graph": self.cuda_graph, "phases": {k: asdict(v) for k, v in self.phases.items()},
+                "samples_ns": {k: samples_to_data(v) for k, v in self.samples_ns.items()}}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any] | None) -> DeviceTiming | None:
+        if not data:
+            return None
+        return cls(clock=str(data.get("clock", "")), cuda_graph=bool(data.get("cuda_graph")),
+                   phases={k: LatencyStats(**v) for k, v in (data.get("phases") or {}).items()},
+                   samples_ns={k: samples_from_data(v) for k, v in (data.get("samples_ns") or {}).items()})
+
+
+LAUNCH_BOUND_SHARE = 0.8
+
+
+@dataclass
+class GpuMemory:
+    """GPU memory of one cell, in MiB: the caching allocator's peaks over load and timing
+    (``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``), and NVML's view of the whole device
+    (every process's memory) where nvidia-ml-py is installed (None otherwise)."""
+
+    allocated_peak_mib: float
+    reserved_peak_mib: float
+    weights_mib: float | None = None          # the loaded model's parameters and buffers, as stored on the GPU
+    device_used_mib: float | None = None      # NVML, the whole device, at the end of timing
+    device_total_mib: float | None = None
+
+
 @dataclass
 class CellResult:
     """Everything a worker measured for one cell; ``status`` is ``ok`` or ``failed``."""
@@ -167,6 +220,9 @@ class CellResult:
     # How many of ``samples_ns`` each worker process measured, in order (their sum is len(samples_ns)); the
     # reports' intervals resample processes with it. Empty for one process and in results stored before it.
     process_samples: list[int] = field(default_factory=list)
+    # GPU cells (sessions with their own clock, e.g. torch-cuda): the time split and GPU memory; None elsewhere
+    device_timing: DeviceTiming | None = None
+    gpu_memory: GpuMemory | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -176,13 +232,15 @@ class CellResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data; ``samples_ns`` in its compact form (contracts/samples.py ``samples_to_data``: a
         worker's result file is ~3x smaller than with a list of numbers), which :meth:`from_dict` reads back exactly."""
-        data = asdict(replace(self, samples_ns=[]))  # asdict would deep-copy every sample first
+        data = asdict(replace(self, samples_ns=[], device_timing=None))  # asdict would deep-copy every sample first
         data["samples_ns"] = samples_to_data(self.samples_ns)
+        data["device_timing"] = self.device_timing.to_data() if self.device_timing is not None else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
-        nested = {"latency": LatencyStats, "memory": MemoryStats, "accuracy": Accuracy, "fidelity": Fidelity, "contention": Contention}
+        nested = {"latency": LatencyStats, "memory": MemoryStats, "accuracy": Accuracy, "fidelity": Fidelity, "contention": Contention,
+                  "gpu_memory": GpuMemory}
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["samples_ns"] = samples_from_data(kwargs.get("samples_ns"))  # compact form or a plain list (older results)
@@ -190,6 +248,7 @@ class CellResult:
             if kwargs.get(key) is not None:
                 kwargs[key] = typ(**kwargs[key])
         kwargs["evidence"] = Evidence.from_dict(kwargs.get("evidence"))
+        kwargs["device_timing"] = DeviceTiming.from_data(kwargs.get("device_timing"))
         # results stored by edgebench 0.1: free-form backend_info and warnings as plain text
         legacy = data.get("backend_info") or {}
         if kwargs["evidence"] is None and legacy:

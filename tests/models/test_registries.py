@@ -21,7 +21,7 @@ def test_families_are_registries():
     assert recipes.METHODS.names() == ["channel", "channel_widths", "dense", "l1_regularized", "lottery_ticket", "magnitude_unstructured", "network_slimming",
                                        "semi_structured_2_4"]
     assert zoo.MODELS.names() == ["efficientnet_b0_224", "efficientnet_b0_32", "mobilenetv2_224", "mobilenetv2_32", "mobilenetv3_small_224",
-                                   "mobilenetv3_small_32", "resnet18_224", "resnet20", "small_cnn"]
+                                   "mobilenetv3_small_32", "resnet18_224", "resnet20", "small_cnn", "wide_mlp"]
     assert data.DATASETS.names() == ["digits", "synthetic"]
     assert data.DATASETS["digits"] is data.digits and recipes.METHODS["dense"] is recipes.Dense
 

@@ -28,6 +28,8 @@ def test_worker_install_is_numpy_psutil_and_the_runtimes(wheel):
     assert worker_requirements(wheel, []) == ["numpy>=1.23", "psutil>=5.9"]
     gpu = worker_requirements(wheel, ["onnxruntime", "tensorrt", "nvml"])
     assert gpu[2:] == ["onnxruntime>=1.17", "tensorrt>=10.0", "nvidia-ml-py>=12"]
+    # torch-cuda is the board's own CUDA torch: the extra installs nothing (setup keeps the system's packages visible)
+    assert worker_requirements(wheel, ["torch-cuda", "nvml"]) == ["numpy>=1.23", "psutil>=5.9", "nvidia-ml-py>=12"]
 
 
 def test_the_wheel_ships_the_built_in_profiles(wheel):
