@@ -107,6 +107,23 @@ def _nm_check(w_in_last: np.ndarray, n: int, m: int) -> tuple[int, int]:
     return int((nonzero > n).sum()), int(nonzero.size)
 
 
+def _dequantized(name: str, consts: dict[str, np.ndarray], producers: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """A weight that reaches its op through DequantizeLinear (a Q/DQ int8 model): its stored integers minus
+    the zero point, so a real zero reads 0 as in the float model; (None, name) when it is not a constant."""
+    node = producers.get(name)
+    if name in consts or node is None or node.op_type != "DequantizeLinear" or node.input[0] not in consts:
+        return consts.get(name), name
+    q = consts[node.input[0]].astype(np.int64)
+    zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zp is not None and zp.size > 1:  # per-channel: along the node's axis (default 1)
+        shape = [1] * q.ndim
+        shape[int(_attr(node, "axis", 1)) % q.ndim] = zp.size
+        q = q - zp.astype(np.int64).reshape(shape)
+    elif zp is not None:
+        q = q - int(zp.reshape(-1)[0])
+    return q, node.input[0]
+
+
 def _weights(model: Any) -> list[tuple[Any, str, np.ndarray, np.ndarray | None, str]]:
     """(node, weight name, weight as stored, weight with the input axis last or None, why not)."""
     consts = _constants(model)
@@ -114,8 +131,7 @@ def _weights(model: Any) -> list[tuple[Any, str, np.ndarray, np.ndarray | None, 
     rows = []
     for node in model.graph.node:
         if node.op_type == "Conv":
-            name = node.input[1]
-            w = consts.get(name)
+            w, name = _dequantized(node.input[1], consts, producers)
             if w is None:
                 continue
             group = int(_attr(node, "group", 1))
@@ -126,8 +142,7 @@ def _weights(model: Any) -> list[tuple[Any, str, np.ndarray, np.ndarray | None, 
             else:
                 rows.append((node, name, w, np.transpose(w, (0, 2, 3, 1)), ""))
         elif node.op_type in ("Gemm", "MatMul"):
-            name = node.input[1]
-            w = consts.get(name)
+            w, name = _dequantized(node.input[1], consts, producers)
             transposed = False
             if w is None and name in producers and producers[name].op_type == "Transpose":
                 t = producers[name]

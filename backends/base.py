@@ -210,6 +210,12 @@ class Backend:
         ``{"pattern": "2:4"}``); returns facts to store. Default: nothing to check."""
         return {}
 
+    def cell_options(self, options: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
+        """The options a cell runs with, given the suite's and what its recipe promises about the artifact
+        (``Method.expectations``, e.g. ``{"pattern": "2:4"}``): a backend may default an option from it
+        (TensorRT's sparse weights for 2:4 recipes). Default: the suite's options unchanged."""
+        return options
+
     def unsupported(self, precision: str) -> str | None:
         """A reason why this backend cannot run ``precision``, or None."""
         if precision not in self.precisions:

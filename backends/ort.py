@@ -219,8 +219,13 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "
 SATURATION_AGREEMENT = 0.99  # below this top-1 agreement with fp32 on the calibration images, try 7-bit weights
 
 
-def quantize(src: Path, dst: Path, precision: str, calibration: Any, options: dict[str, Any] | None = None) -> Artifact:
-    """Quantise the FP32 ONNX model ``src`` into ``dst`` (static QDQ for int8, dynamic for int8-dynamic)."""
+def quantize(src: Path, dst: Path, precision: str, calibration: Any, options: dict[str, Any] | None = None,
+             symmetric: bool = False) -> Artifact:
+    """Quantise the FP32 ONNX model ``src`` into ``dst`` (static QDQ for int8, dynamic for int8-dynamic).
+
+    ``symmetric``: signed int8 activations and weights with zero points of 0 and the full 8-bit range,
+    the only Q/DQ form TensorRT's explicit quantisation builds (ONNX Runtime's own CPU kernels are
+    fastest with uint8 activations, its default here)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -245,11 +250,12 @@ def quantize(src: Path, dst: Path, precision: str, calibration: Any, options: di
 
             def static(reduce_range: bool) -> float:
                 quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                                calibrate_method=calib, calibration_cache_path=str(cache))
+                                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                reduce_range=reduce_range, calibrate_method=calib, calibration_cache_path=str(cache),
+                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None)
                 return _agreement(src, dst, calibration.data)
 
-            reduce = (options or {}).get("reduce_range", "auto")
+            reduce = False if symmetric else (options or {}).get("reduce_range", "auto")  # VPMADDUBSW saturation is x86 ORT's, not a GPU's
             if reduce not in ("auto", True, False):
                 raise ValueError(f"onnxruntime option reduce_range is {reduce!r}; use auto, true or false")
             tried = {"full": static(False)} if reduce in ("auto", False) else {}
@@ -261,7 +267,7 @@ def quantize(src: Path, dst: Path, precision: str, calibration: Any, options: di
                     tried["full"] = static(False)  # the full range was better after all
             reduced = "reduced" in tried and (reduce is True or tried["reduced"] >= tried["full"])
             facts = {"quantization": {"kind": "static", "format": "QDQ", "weights": f"int8 per-channel{', 7-bit range (reduce_range)' if reduced else ''}",
-                                      "activations": "uint8 per-tensor", "calibration": calibration.method,
+                                      "activations": "int8 symmetric per-tensor" if symmetric else "uint8 per-tensor", "calibration": calibration.method,
                                       "calibration_images": int(len(calibration.data)), "reduce_range": reduced,
                                       "agreement_on_calibration_images": tried}}
     pre.unlink(missing_ok=True)

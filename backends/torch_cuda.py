@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends import _cuda_profile, _semi_structured
+from edgebench.backends._gpu_timing import Phases
 from edgebench.backends.base import Availability, Session, register
 from edgebench.backends.torch_eager import TorchBackend, load_cpu_module
 from edgebench.bench.contracts.evidence import Evidence
-from edgebench.bench.contracts.results import PHASES, GpuMemory
+from edgebench.bench.contracts.results import GpuMemory
 
 MIB = 1024 * 1024
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -53,7 +54,7 @@ class CudaSession(Session):
         self._call = torch.compile(module) if self.compiled else module
         self._stream = torch.cuda.current_stream(device)
         self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-        self._phases: dict[str, list[int]] = {k: [] for k in PHASES}
+        self._phases = Phases()
         self._graph: Any = None
         self._prepared: Any = None
 
@@ -126,16 +127,11 @@ class CudaSession(Session):
         done.record(self._stream)
         enqueue = time.perf_counter_ns() - t0
         done.synchronize()
-        spans = {"end_to_end": start.elapsed_time(done), "h2d": start.elapsed_time(copied),
-                 "compute": copied.elapsed_time(computed), "d2h": computed.elapsed_time(done)}
-        ns = {k: int(round(ms * 1e6)) for k, ms in spans.items()}
-        if record:
-            for k, v in {**ns, "enqueue": enqueue}.items():
-                self._phases[k].append(v)
-        return ns["end_to_end"]
+        return self._phases.add(start.elapsed_time(done), start.elapsed_time(copied), copied.elapsed_time(computed),
+                                computed.elapsed_time(done), enqueue, record)
 
     def phase_samples(self, runs: int) -> dict[str, list[int]]:
-        return {k: v[-runs:] for k, v in self._phases.items()} if runs > 0 else {}
+        return self._phases.last(runs)
 
     def gpu_memory(self) -> GpuMemory:
         torch = self._torch

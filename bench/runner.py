@@ -27,6 +27,7 @@ from edgebench.bench.executor import prepare_elsewhere
 from edgebench.bench.prepare import NotApplicable, Preparer
 from edgebench.bench.robustness import RobustnessStep, config_of
 from edgebench.bench.store import CONFIRMATION, CellRecord, RunRecord, Store, now
+from edgebench.models import recipes as recipe_lib
 from edgebench.models.cache import Cache
 from edgebench.targets.probe import git_commit
 
@@ -253,7 +254,8 @@ class Runner:
             record.facts["robustness"] = self.robustness.facts(cell.model, cell.recipe)
         spec = CellSpec(cell_key=cell.key, backend=cell.backend, precision=cell.precision,
                         artifact=str(art.dir / art.manifest["facts"]["artifact"]), batch=cell.batch,
-                        eval_data=str(dense.dir / "eval.npz"), options=dict(cell.options), measure=settings)
+                        eval_data=str(dense.dir / "eval.npz"), options=backend.cell_options(dict(cell.options), recipe_lib.expectations(cell.recipe)),
+                        measure=settings)
         return Job(cell, record, spec, index)
 
     def _finished(self, record: CellRecord, status: str, reason: str | None) -> CellRecord:

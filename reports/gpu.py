@@ -35,6 +35,8 @@ class GpuRow(CellFields):
     sparse_ran: int | None            # None: kernels not attributable to layers (compile, CUDA graph) or not profiled
     sparse_kernels: bool | None
     unknown: int = 0                  # converted layers whose kernels the classifier did not recognise
+    noun: str = "converted"           # "eligible" for TensorRT (the builder chose per layer), "converted" for torch-cuda
+    trtexec: dict[str, Any] | None = None   # TensorRT: trtexec's own summary of the same ONNX and flags
     kernel_kinds: dict[str, int] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)   # per converted layer: kernel, sparse, time
     left_dense: dict[str, str] = field(default_factory=dict)     # Linear layer -> why it stayed dense
@@ -42,6 +44,11 @@ class GpuRow(CellFields):
 
     @property
     def sparse_text(self) -> str:
+        if self.noun == "eligible":  # TensorRT: the builder's eligible layers, and those whose tactic was sparse
+            if self.sparse_ran is None:
+                return "sparse weights not requested"
+            unknown = f"; {self.unknown} unknown" if self.unknown else ""
+            return f"sparse kernels: {self.sparse_ran} of {self.converted} eligible layers{unknown}"
         if self.converted == 0:
             return f"no layer converted (0 of {self.linear_layers} Linear)"
         if self.sparse_ran is None:
@@ -73,8 +80,10 @@ def _row(c: CellRecord) -> GpuRow:
         gpu=ev.device if ev else None, options={k: v for k, v in (c.options or {}).items() if k in ("compile", "cuda_graph", "sparse", "tf32")},
         phases_p50_ms={k: v.p50_ms for k, v in timing.phases.items()}, launch_bound=timing.launch_bound, cuda_graph=timing.cuda_graph,
         converted=int(sl.get("converted") or 0), linear_layers=len(linear), sparse_ran=sl.get("sparse_ran"),
-        sparse_kernels=ev.sparse_kernels if ev else None, unknown=len(sl.get("unknown") or []), kernel_kinds=dict(profile.get("kernel_kinds") or {}),
-        layers=[{"name": le.name, "kernel": le.kernel, "sparse": le.sparse, "time_ms": le.time_ms} for le in (ev.layers if ev else [])],
+        sparse_kernels=ev.sparse_kernels if ev else None, unknown=len(sl.get("unknown") or []),
+        noun=str(sl.get("noun") or ("eligible" if c.backend == "tensorrt" else "converted")), trtexec=details.get("trtexec"), kernel_kinds=dict(profile.get("kernel_kinds") or {}),
+        layers=[{"name": le.name, "kernel": le.kernel, "sparse": le.sparse, "time_ms": le.time_ms, "precision": le.precision}
+                for le in (ev.layers if ev else [])],
         left_dense={p["name"]: p.get("reason", "") for p in linear if not p.get("convert")},
         memory=asdict(r.gpu_memory) if r.gpu_memory is not None else None)
 
@@ -143,11 +152,22 @@ def cell_cells(r: GpuRow) -> list[str]:
     opts = ", ".join(f"{k}={v}" for k, v in r.options.items()) or "-"
     return [r.cell_key, r.gpu or "?", opts, _ms(p.get("end_to_end")), _ms(p.get("compute")), _ms(p.get("h2d")), _ms(p.get("d2h")),
             _ms(p.get("enqueue")) + (" (launch-bound)" if r.launch_bound else ""), r.sparse_text,
-            "-" if not mem else f"{mem['allocated_peak_mib']:.0f} / {mem['reserved_peak_mib']:.0f}"]
+            "-" if not mem else f"{mem['allocated_peak_mib']:.0f} / {mem['reserved_peak_mib']:.0f}", trtexec_text(r)]
+
+
+def trtexec_text(r: GpuRow) -> str:
+    """trtexec's end-to-end median and p90 beside ours (TensorRT cells with ``trtexec: true``)."""
+    lat = (r.trtexec or {}).get("latency_ms") or {}
+    if "median" not in lat:
+        return str((r.trtexec or {}).get("skipped") or "-")
+    ours = r.phases_p50_ms.get("end_to_end")
+    ratio = f"; ours/trtexec {ours / lat['median']:.2f}x" if ours and lat["median"] > 0 else ""
+    p90 = f", p90 {lat['p90']:.3f}" if "p90" in lat else ""
+    return f"median {lat['median']:.3f}{p90}{ratio}"
 
 
 CELL_HEADS = ["cell", "GPU", "options", "end-to-end p50 ms", "compute p50 ms", "H2D p50 ms", "D2H p50 ms", "enqueue p50 ms",
-              "2:4 evidence", "GPU MiB alloc / reserved (peak)"]
+              "2:4 evidence", "GPU MiB alloc / reserved (peak)", "trtexec end-to-end ms"]
 PAY_HEADS = ["target", "model", "precision", "recipe", "batch", "dense compute ms", "2:4 compute ms", "compute speedup",
              "dense end-to-end ms", "2:4 end-to-end ms"]
 
@@ -173,7 +193,8 @@ def _kernel_lines(rows: list[GpuRow]) -> list[tuple[str, str]]:
         why = r.left_dense if r.recipe != "dense" else {}
         for layer in r.layers:
             kind = {True: "sparse", False: "dense", None: "unknown"}[layer["sparse"]]
-            text = f"{layer['name']}: {kind} - {layer['kernel'] or 'no kernel seen'}"
+            prec = f" [{layer['precision']}]" if layer.get("precision") else ""
+            text = f"{layer['name']}{prec}: {kind} - {layer['kernel'] or 'no kernel seen'}"
             text += f" ({layer['time_ms']:.3f} ms/run, profiled)" if layer["time_ms"] is not None else ""
             out.append((r.cell_key, text + (f"; left dense: {why[layer['name']]}" if why.get(layer["name"]) else "")))
         seen = {layer["name"] for layer in r.layers}

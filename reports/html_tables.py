@@ -13,11 +13,11 @@ from edgebench.reports.tables import Row, RunReport, agreement_text, by_target, 
 
 # The flag codes the report groups under their own tag, in this order; every other flag is "other".
 REPORTED = ("contended", "high-variance", "sparse-not-used", "sparse-path", "ops-not-delegated", "measurement-capped",
-            "throttled", "cooldown-not-reached", "nan-outputs", "launch-bound")
+            "throttled", "cooldown-not-reached", "nan-outputs", "launch-bound", "int8-not-used")
 # The cell table's narrow column shows these instead of the codes' tags.
 SHORT_TAGS = {"contended": "contended", "high-variance": "CoV", "sparse-not-used": "sparse unused", "sparse-path": "sparse path",
               "ops-not-delegated": "undelegated", "measurement-capped": "capped", "throttled": "throttled", "cooldown-not-reached": "hot",
-              "nan-outputs": "NaN", "launch-bound": "launch-bound"}
+              "nan-outputs": "NaN", "launch-bound": "launch-bound", "int8-not-used": "int8 partial"}
 
 
 def _others(flags: list[Flag]) -> list[Flag]:

@@ -251,6 +251,8 @@ def evidence_flags(row: Row, evidence: Evidence | None) -> list[Flag]:
     delegation = _delegation_warning(evidence.delegation if evidence is not None else None)
     if delegation:
         out.append(delegation)
+    if fallback := int8_fallback_flag(evidence):
+        out.append(fallback)
     return out
 
 
@@ -266,8 +268,19 @@ def converted_sparse_flag(row: Row, layers: dict[str, Any]) -> Flag | None:
     dense = layers.get("dense_ran") or []
     if ran is None or not dense:  # unrecognised kernels are unknown, never called dense
         return None
-    return Flag("sparse-not-used", f"sparse-not-used: sparse kernels ran in {ran} of {converted} converted layers; "
-                                   f"dense kernels in {', '.join(dense)}")
+    names = ", ".join(dense[:8]) + (", ..." if len(dense) > 8 else "")
+    return Flag("sparse-not-used", f"sparse-not-used: sparse kernels ran in {ran} of {converted} {layers.get('noun') or 'converted'} layers; "
+                                   f"dense kernels in {names}")
+
+
+def int8_fallback_flag(evidence: Evidence | None) -> Flag | None:
+    """``int8-not-used`` for an int8 engine whose weighted layers ran partly in fp16/fp32 (TensorRT)."""
+    names = ((evidence.details or {}).get("int8_fallback") if evidence is not None else None) or []
+    if not names:
+        return None
+    weighted = ((evidence.details or {}).get("layer_summary") or {}).get("weighted")
+    of = f" of {weighted}" if weighted else ""
+    return Flag("int8-not-used", f"int8-not-used: {len(names)}{of} weighted layers ran in fp16/fp32 ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
 
 
 def _delegation_warning(delegation: Delegation | None) -> Flag | None:

@@ -67,6 +67,8 @@ WORKER_CORE = ("numpy", "psutil")
 SYSTEM_RUNTIMES = {
     "torch-cuda": ("torch", "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())",
                    "a CUDA build of torch for the board (JetPack: NVIDIA's torch wheel for its L4T; desktop: pytorch.org's CUDA wheel)"),
+    "tensorrt-system": ("tensorrt", "import tensorrt; print(tensorrt.__version__)",
+                        "JetPack's TensorRT Python bindings (sudo apt install python3-libnvinfer), and PyCUDA or cuda-python for its buffers"),
 }
 
 

@@ -44,6 +44,9 @@ CODES: dict[str, Code] = {c.name: c for c in [
          "Weights are stored sparse (DENSIFY) for XNNPACK's sparse kernels, which run on ARM CPUs only; on other CPUs XNNPACK densifies them at load and runs dense."),
     Code("ops-not-delegated", "ops not delegated", EVIDENCE,
          "Some operators run outside the backend's delegate/accelerator, usually on a slower path."),
+    Code("int8-not-used", "int8-not-used", EVIDENCE,
+         "Layers of an int8 engine ran in fp16 or fp32 (TensorRT fell back where the Q/DQ graph left a layer unquantised or an int8 "
+         "tactic was slower): the int8 speed-up is partial. The cell's evidence names the layers."),
     Code("launch-bound", "launch-bound", EVIDENCE,
          "On a GPU, the host's time to launch each run (enqueue) is close to the GPU's compute time: the GPU waits on Python and "
          "the driver, so the latency is the CPU's, not the kernels'. A CUDA graph (cuda_graph), compile, or a larger batch removes most of it."),

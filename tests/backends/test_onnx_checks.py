@@ -186,3 +186,27 @@ def test_real_dense_export_fails_with_violations_and_reads_external_data(exports
     assert len(report.eligible) == 3 and all(not l.pattern_ok and l.violating_groups == l.groups for l in report.eligible)
     assert report.violations == sum(l.groups for l in report.eligible)
     assert all(s == 0.0 for name, s in sparsity_check.weight_sparsity_onnx(path).items() if name.endswith("weight"))
+
+
+def test_q_dq_weights_are_checked_through_dequantize_linear_with_their_zero_points(tmp_path):
+    """An int8 Q/DQ model (onnxruntime's and TensorRT's explicit quantisation) feeds each weight through
+    DequantizeLinear: the pattern is read from the stored integers minus the zero point."""
+    w = nm_along_last((8, 16), 3)  # [out, in], 2:4 along in
+    q_sym = np.round(w * 50).astype(np.int8)  # symmetric: zero point 0, zeros stay 0
+    zp = np.arange(1, 9, dtype=np.int8)  # per-output-channel zero points: a real zero is stored as zp
+    q_asym = (q_sym.astype(np.int16) + zp[:, None]).astype(np.int8)
+    inits = {"q_sym": q_sym, "s": np.full(8, 0.02, np.float32), "z0": np.zeros(8, np.int8), "q_asym": q_asym, "z": zp,
+             "q_dense": np.ones((8, 16), np.int8)}
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q_sym", "s", "z0"], ["w_sym"], axis=0),
+        helper.make_node("Gemm", ["x", "w_sym"], ["y1"], transB=1, name="sym"),
+        helper.make_node("DequantizeLinear", ["q_asym", "s", "z"], ["w_asym"], axis=0),
+        helper.make_node("Gemm", ["x", "w_asym"], ["y2"], transB=1, name="asym"),
+        helper.make_node("DequantizeLinear", ["q_dense", "s", "z0"], ["w_dense"], axis=0),
+        helper.make_node("Gemm", ["x", "w_dense"], ["y3"], transB=1, name="dense"),
+    ]
+    path = save(tmp_path, nodes, inits, [vi("x", [1, 16])], [vi("y1", [1, 8]), vi("y2", [1, 8]), vi("y3", [1, 8])])
+    rows = {r.node: r for r in sparsity_check.check_2_4_onnx(path).layers}
+    assert rows["sym"].pattern_ok and rows["sym"].weight == "q_sym"
+    assert rows["asym"].pattern_ok  # without the zero point every stored value would be non-zero
+    assert rows["dense"].eligible and not rows["dense"].pattern_ok

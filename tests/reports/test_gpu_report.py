@@ -102,7 +102,7 @@ def test_markdown_html_and_json_show_the_gpu_section(store, tmp_path):
     md = (out / "report.md").read_text()
     assert "## GPU: time split and 2:4 evidence" in md
     assert "- local wide_mlp fp16 semi-structured-2-4: 2:4 is faster from batch 32 up" in md
-    assert "features.3: dense - " + recorded("gemm") in md
+    assert "features.3 [fp16]: dense - " + recorded("gemm") in md
     assert "classifier: dense - shape 1000x4096 is not a multiple of cusparselt's 16x16 minimum for fp16" in md
     assert "(launch-bound)" in md
     page = (out / "report.html").read_text()

@@ -27,7 +27,8 @@ def test_worker_install_is_numpy_psutil_and_the_runtimes(wheel):
     assert worker_requirements(wheel, ["onnxruntime", "litert"]) == ["numpy>=1.23", "psutil>=5.9", "onnxruntime>=1.17", "ai-edge-litert>=1.0"]
     assert worker_requirements(wheel, []) == ["numpy>=1.23", "psutil>=5.9"]
     gpu = worker_requirements(wheel, ["onnxruntime", "tensorrt", "nvml"])
-    assert gpu[2:] == ["onnxruntime>=1.17", "tensorrt>=10.0", "nvidia-ml-py>=12"]
+    assert gpu[2:] == ["onnxruntime>=1.17", "tensorrt>=10.0", "cuda-python>=12", "nvidia-ml-py>=12"]
+    assert worker_requirements(wheel, ["tensorrt-system"]) == ["numpy>=1.23", "psutil>=5.9"]  # a Jetson's JetPack TensorRT
     # torch-cuda is the board's own CUDA torch: the extra installs nothing (setup keeps the system's packages visible)
     assert worker_requirements(wheel, ["torch-cuda", "nvml"]) == ["numpy>=1.23", "psutil>=5.9", "nvidia-ml-py>=12"]
 
