@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from edgebench.bench.contracts.files import atomic_write_text, writing
 from edgebench.bench.contracts.fit import UPPER_SLACK, FitResult, LatencyTable, Measured, to_data
-from edgebench.reports.htmlkit import Ids, e, ms, na, static_page
+from edgebench.reports.htmlkit import Ids, e, ms, na, static_page, write_static_report
 from edgebench.reports.svg import PALETTE, Chart
 
 ERROR_GOAL = 0.10   # median |predicted - measured| / measured over the committed steps (issue 18's goal)
@@ -72,14 +71,8 @@ def fit_html(result: FitResult) -> str:
 def write_fit_report(result: FitResult, out_dir: Path) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``fit.json`` (:func:`to_data`) into ``out_dir``, each
     atomically; returns their paths by kind ("markdown", "html", "json"). A full disk is CannotWrite."""
-    out_dir = Path(out_dir)
-    with writing(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "fit.json"}
-    atomic_write_text(paths["json"], json.dumps(to_data(result), indent=2, default=str) + "\n")
-    atomic_write_text(paths["markdown"], fit_markdown(result))
-    atomic_write_text(paths["html"], fit_html(result))
-    return paths
+    return write_static_report(out_dir, {"json": ("fit.json", json.dumps(to_data(result), indent=2, default=str) + "\n"),
+                                         "markdown": ("report.md", fit_markdown(result)), "html": ("report.html", fit_html(result))})
 
 
 def title(r: FitResult) -> str:

@@ -10,11 +10,11 @@ the report shows from which batch size 2:4 pays on this GPU.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from html import escape
 from typing import Any
 
 from edgebench.bench.contracts.identity import CellFields
 from edgebench.bench.store import CellRecord
+from edgebench.reports.htmlkit import e, sortable_table
 
 EXPLANATION = ("GPU cells are timed with CUDA events on the stream: end-to-end is the host-to-device copy's start to the "
                "device-to-host copy's end (the cell's latency samples), compute is the model alone, enqueue is the host's time to "
@@ -220,23 +220,13 @@ def markdown_lines(rows: list[GpuRow]) -> list[str]:
     return out
 
 
-def e(v: Any) -> str:
-    return escape(str(v))
-
-
-def _table(heads: list[str], body: list[list[str]]) -> str:
-    th = "".join(f"<th>{e(h)}</th>" for h in heads)
-    trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-    return f'<div class="table-wrap"><table class="sortable"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
-
-
 def html_section(rows: list[GpuRow]) -> str:
     """The HTML report's GPU section."""
     pay = pays(rows)
     out = ['<section id="gpu"><h2>GPU: time split and 2:4 evidence</h2>', f'<p class="muted">{e(EXPLANATION)}</p>',
-           _table(CELL_HEADS, [cell_cells(r) for r in rows])]
+           sortable_table(CELL_HEADS, [cell_cells(r) for r in rows])]
     if pay:
-        out += ["<h3>Where 2:4 pays (GPU compute, median)</h3>", _table(PAY_HEADS, [pay_cells(p) for p in pay]),
+        out += ["<h3>Where 2:4 pays (GPU compute, median)</h3>", sortable_table(PAY_HEADS, [pay_cells(p) for p in pay]),
                 "<ul>" + "".join(f"<li>{e(t)}</li>" for t in pays_text(pay)) + "</ul>"]
     kernels = _kernel_lines(rows)
     if kernels:

@@ -11,10 +11,14 @@ import re
 from functools import cache
 from html import escape
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from edgebench.bench.contracts.files import atomic_write_text, writing
 from edgebench.reports.svg import MARKERS, PALETTE
-from edgebench.reports.tables import Row
+
+if TYPE_CHECKING:  # annotations only: tables imports the robustness and GPU sections, which use this module
+    from edgebench.reports.tables import Row
 
 
 @cache
@@ -32,9 +36,28 @@ def static_page(title: str, body: list[str]) -> str:
             "<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
 
 
+def write_static_report(out_dir: Path, files: dict[str, tuple[str, str]]) -> dict[str, Path]:
+    """Write a static report's files (``kind -> (file name, text)``, in that order) into ``out_dir``,
+    each atomically; returns their paths by kind. A full disk is CannotWrite."""
+    out_dir = Path(out_dir)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, (name, _) in files.items()}
+    for kind, (_, text) in files.items():
+        atomic_write_text(paths[kind], text)
+    return paths
+
+
 def e(v: Any) -> str:
     """``v`` as HTML text or attribute value."""
     return escape(str(v), quote=True)
+
+
+def sortable_table(heads: list[str], body: list[list[str]]) -> str:
+    """A plain table of escaped text cells that the page's script sorts by a header click."""
+    th = "".join(f"<th>{e(h)}</th>" for h in heads)
+    trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f'<div class="table-wrap"><table class="sortable"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
 
 def na(v: Any, spec: str = "", suffix: str = "") -> str:

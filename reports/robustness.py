@@ -8,12 +8,12 @@ cells, whose fidelity to PyTorch is measured; int8 and fp16 cells are left out w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 from typing import Any
 
 from edgebench.bench.contracts.errors import ConfigError
 from edgebench.bench.robustness import MEASURED_ON, RobustnessFacts
 from edgebench.bench.store import CellRecord
+from edgebench.reports.htmlkit import e, sortable_table
 from edgebench.models.robustness import SEVERITIES
 
 PARETO_ACCURACY = ("top1", "robust")  # the Pareto view's accuracy axis: clean top-1 of each cell, or robust top-1
@@ -155,17 +155,6 @@ def left_out_note(cells: list[Any], rows: list[RobustnessRow]) -> str | None:
 
 
 # -- HTML -------------------------------------------------------------------------------------------
-def e(text: Any) -> str:
-    """HTML-escaped text (htmlkit's ``e``; htmlkit imports tables, which imports this module)."""
-    return escape(str(text), quote=True)
-
-
-def _table(heads: list[str], body: list[list[str]]) -> str:
-    th = "".join(f"<th>{e(h)}</th>" for h in heads)
-    trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-    return f'<div class="table-wrap"><table class="sortable"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
-
-
 def detail_table(rows: list[RobustnessRow]) -> str:
     """Every corruption x severity of each (model, recipe): top-1 (Δ vs dense, points)."""
     measured = [r for r in rows if r.facts]
@@ -174,14 +163,14 @@ def detail_table(rows: list[RobustnessRow]) -> str:
     for r in measured:
         got = {(c["corruption"], c["severity"]): c for c in r.facts.corrupted_rows()}
         body.append([r.model, r.recipe] + [f"{_pct(got[k]['top1'])} ({_pts(got[k]['delta_pts'])})" if k in got else "-" for k in cols])
-    return _table(["model", "recipe"] + [f"{n} s{s}" for n, s in cols], body)
+    return sortable_table(["model", "recipe"] + [f"{n} s{s}" for n, s in cols], body)
 
 
 def html_section(rows: list[RobustnessRow]) -> str:
     """The HTML report's Robustness section: the summary table, the per-corruption detail, skipped pairs."""
     eps = eps_columns(rows)
     out = [f'<section id="robustness"><h2>Robustness <span class="muted">({e(MEASURED_ON)})</span></h2>',
-           f'<p class="muted">{e(explanation(rows))}</p>', _table(summary_headers(eps), [summary_cells(r, eps) for r in rows]),
+           f'<p class="muted">{e(explanation(rows))}</p>', sortable_table(summary_headers(eps), [summary_cells(r, eps) for r in rows]),
            "<h3>Per corruption and severity</h3><p class=\"muted\">Top-1 (Δ vs dense in points).</p>", detail_table(rows)]
     out += [f'<p class="muted">{e(r.model)}/{e(r.recipe)}: {e(r.skipped)}</p>' for r in rows if r.facts is None]
     out.append("</section>")

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgebench.bench.contracts.files import atomic_write_text, writing
 from edgebench.bench.sensitivity import ScanResult, scan_to_data
-from edgebench.reports.htmlkit import Ids, e, figure, na, static_page
+from edgebench.reports.htmlkit import Ids, e, figure, na, static_page, write_static_report
 from edgebench.reports.svg import PALETTE, Chart
 
 NAMED = 3  # units named as most / least sensitive in the summary
@@ -153,11 +152,6 @@ def sensitivity_html(r: ScanResult) -> str:
 def write_sensitivity_report(r: ScanResult, out_dir: Path) -> dict[str, Path]:
     """Write sensitivity.json, sensitivity.md and sensitivity.html into ``out_dir``, each atomically; returns
     their paths by kind ("json", "markdown", "html"). A full disk is CannotWrite."""
-    out_dir = Path(out_dir)
-    with writing(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "sensitivity.json", "markdown": out_dir / "sensitivity.md", "html": out_dir / "sensitivity.html"}
-    atomic_write_text(paths["json"], json.dumps(scan_to_data(r), indent=2, default=str) + "\n")
-    atomic_write_text(paths["markdown"], sensitivity_markdown(r))
-    atomic_write_text(paths["html"], sensitivity_html(r))
-    return paths
+    return write_static_report(out_dir, {"json": ("sensitivity.json", json.dumps(scan_to_data(r), indent=2, default=str) + "\n"),
+                                         "markdown": ("sensitivity.md", sensitivity_markdown(r)),
+                                         "html": ("sensitivity.html", sensitivity_html(r))})
