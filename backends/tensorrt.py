@@ -64,23 +64,21 @@ def trt_flags(trt: Any) -> set[str]:
     return set(trt.BuilderFlag.__members__)
 
 
-class HalfIO:
+def half_io(module: Any) -> Any:
     """An fp16 copy of a model behind float32 input and output (the other backends' I/O), for the fp16 ONNX."""
+    import copy
 
-    def __new__(cls, module: Any) -> Any:
-        import copy
+    import torch
 
-        import torch
+    class Half(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = copy.deepcopy(module).half().eval()  # the shared fp32 module stays as it is
 
-        class Half(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = copy.deepcopy(module).half().eval()  # the shared fp32 module stays as it is
+        def forward(self, x: Any) -> Any:
+            return self.inner(x.half()).float()
 
-            def forward(self, x: Any) -> Any:
-                return self.inner(x.half()).float()
-
-        return Half().eval()
+    return Half().eval()
 
 
 def sparse_layers(layers: list[_trt_layers.TrtLayer], eligible: list[str], picked: list[str]) -> dict[str, Any]:
@@ -283,19 +281,18 @@ def _build_facts(engine_path: Path) -> dict[str, Any]:
     return json.loads(facts.read_text()) if facts.exists() else {}
 
 
-class _Log:
-    """A TensorRT logger that keeps every message (the sparse-math lines are INFO/VERBOSE)."""
+def collecting_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps every message as (severity, text): the sparse-math lines are INFO/VERBOSE."""
 
-    def __new__(cls, trt: Any) -> Any:
-        class Collect(trt.ILogger):  # type: ignore[misc, name-defined]
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.messages: list[tuple[str, str]] = []
+    class Collect(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[str, str]] = []
 
-            def log(self, severity: Any, msg: str) -> None:
-                self.messages.append((str(severity).rsplit(".", 1)[-1], str(msg)))
+        def log(self, severity: Any, msg: str) -> None:
+            self.messages.append((str(severity).rsplit(".", 1)[-1], str(msg)))
 
-        return Collect()
+    return Collect()
 
 
 def _trtexec() -> str | None:
@@ -368,7 +365,7 @@ class TensorRTBackend(Backend):
             out_dir.mkdir(parents=True, exist_ok=True)
             from edgebench.models.zoo import PreparedModel
 
-            art = ort._export_fp32(PreparedModel(HalfIO(model.module), model.arch), example, out_dir / "model.onnx")
+            art = ort._export_fp32(PreparedModel(half_io(model.module), model.arch), example, out_dir / "model.onnx")
             art.facts["precision"] = "fp16 weights and compute, float32 input and output (Cast nodes)"
             return art
         if calibration is not None and calibration.qat is not None:
@@ -407,7 +404,7 @@ class TensorRTBackend(Backend):
 
         flags = builder_flags(precision, options, trt_flags(trt))
         batch = int(options.get("batch") or 1)
-        log = _Log(trt)
+        log = collecting_logger(trt)
         builder = trt.Builder(log)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, log)
@@ -456,7 +453,7 @@ class TensorRTBackend(Backend):
             out = Path(tempfile.mkdtemp(prefix="edgebench-trt-"))
             artifact = self.device_build(artifact, precision, options, out).path
         cuda = _trt_cuda.open_cuda()
-        log = _Log(trt)
+        log = collecting_logger(trt)
         engine = trt.Runtime(log).deserialize_cuda_engine(artifact.read_bytes())
         if engine is None:
             errors = [m for sev, m in log.messages if sev in ("ERROR", "INTERNAL_ERROR")]

@@ -329,7 +329,7 @@ def _device_timing(parts: list[CellResult], batch: int) -> DeviceTiming | None:
     if len(timings) != len(parts):
         return None
     phases = {k: [s for t in timings for s in t.samples_ns.get(k, [])] for k in timings[0].samples_ns}
-    return worker.device_timing(phases, batch, timings[0])
+    return worker.device_timing(phases, batch, timings[0].cuda_graph)
 
 
 def _contention(parts: list[Contention]) -> Contention | None:

@@ -179,7 +179,7 @@ def run_cell(spec: CellSpec) -> CellResult:
         result.warmup_runs, result.warmup_s = timed.warmup_runs, timed.warmup_s
         result.samples_ns = timed.samples_ns
         result.latency = summarize(timed.samples_ns, spec.batch)
-        result.device_timing = device_timing(session.phase_samples(len(timed.samples_ns)), spec.batch, session)
+        result.device_timing = device_timing(session.phase_samples(len(timed.samples_ns)), spec.batch, bool(getattr(session, "cuda_graph", False)))
         result.gpu_memory = session.gpu_memory()
         result.memory = sampler.stats()
         result.memory_timeline = sampler.timeline
@@ -197,12 +197,12 @@ def run_cell(spec: CellSpec) -> CellResult:
     return result
 
 
-def device_timing(phases: dict[str, list[int]], batch: int, session: Any = None) -> DeviceTiming | None:
+def device_timing(phases: dict[str, list[int]], batch: int, cuda_graph: bool = False) -> DeviceTiming | None:
     """The time split of a GPU session's timed runs (contracts/results.py ``DeviceTiming``), or None."""
     if not phases or not all(phases.values()):
         return None
     return DeviceTiming(clock="cuda-events", samples_ns=phases, phases={k: summarize(v, batch) for k, v in phases.items()},
-                        cuda_graph=bool(getattr(session, "cuda_graph", False)))
+                        cuda_graph=cuda_graph)
 
 
 def _evidence(session: Any, version: str | None, prepared: Any, built: Any) -> Evidence:
