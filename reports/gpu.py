@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgebench.bench.contracts.flags import CODES
 from edgebench.bench.contracts.identity import CellFields
 from edgebench.bench.store import CellRecord
 from edgebench.reports.htmlkit import e, sortable_table
@@ -35,6 +36,7 @@ class GpuRow(CellFields):
     sparse_ran: int | None            # None: kernels not attributable to layers (compile, CUDA graph) or not profiled
     sparse_kernels: bool | None
     unknown: int = 0                  # converted layers whose kernels the classifier did not recognise
+    untrusted: list[str] = field(default_factory=list)  # codes of flags that make its latency inconclusive (contended, throttled)
     noun: str = "converted"           # "eligible" for TensorRT (the builder chose per layer), "converted" for torch-cuda
     trtexec: dict[str, Any] | None = None   # TensorRT: trtexec's own summary of the same ONNX and flags
     kernel_kinds: dict[str, int] = field(default_factory=dict)
@@ -81,6 +83,7 @@ def _row(c: CellRecord) -> GpuRow:
         phases_p50_ms={k: v.p50_ms for k, v in timing.phases.items()}, launch_bound=timing.launch_bound, cuda_graph=timing.cuda_graph,
         converted=int(sl.get("converted") or 0), linear_layers=len(linear), sparse_ran=sl.get("sparse_ran"),
         sparse_kernels=ev.sparse_kernels if ev else None, unknown=len(sl.get("unknown") or []),
+        untrusted=[f.code for f in r.flags if f.code in CODES and CODES[f.code].untrusted_timing],
         noun=str(sl.get("noun") or ("eligible" if c.backend == "tensorrt" else "converted")), trtexec=details.get("trtexec"), kernel_kinds=dict(profile.get("kernel_kinds") or {}),
         layers=[{"name": le.name, "kernel": le.kernel, "sparse": le.sparse, "time_ms": le.time_ms, "precision": le.precision}
                 for le in (ev.layers if ev else [])],
@@ -101,6 +104,7 @@ class PayRow:
     sparse_compute_ms: float
     dense_e2e_ms: float
     sparse_e2e_ms: float
+    untrusted: list[str] = field(default_factory=list)  # either cell's inconclusive-timing flags: never decides where 2:4 pays
 
     @property
     def speedup(self) -> float:
@@ -120,14 +124,15 @@ def pays(rows: list[GpuRow]) -> list[PayRow]:
         if r.recipe == "dense" or d is None or r.converted == 0:
             continue
         out.append(PayRow(r.model, r.target, r.precision, r.recipe, r.batch, d.phases_p50_ms["compute"], r.phases_p50_ms["compute"],
-                          d.phases_p50_ms["end_to_end"], r.phases_p50_ms["end_to_end"]))
+                          d.phases_p50_ms["end_to_end"], r.phases_p50_ms["end_to_end"], sorted(set(d.untrusted + r.untrusted))))
     return sorted(out, key=lambda p: (p.target, p.model, p.precision, p.recipe, p.batch))
 
 
 def first_paying_batch(pay: list[PayRow]) -> dict[tuple[str, str, str, str], int | None]:
-    """Per (target, model, precision, recipe): the smallest batch from which 2:4 is faster at every larger batch measured."""
+    """Per (target, model, precision, recipe): the smallest batch from which 2:4 is faster at every larger batch
+    measured, over the pairs whose timing is trusted (a contended or throttled cell decides nothing)."""
     groups: dict[tuple[str, str, str, str], list[PayRow]] = {}
-    for p in pay:
+    for p in (p for p in pay if not p.untrusted):
         groups.setdefault((p.target, p.model, p.precision, p.recipe), []).append(p)
     out: dict[tuple[str, str, str, str], int | None] = {}
     for k, ps in groups.items():
@@ -174,7 +179,7 @@ PAY_HEADS = ["target", "model", "precision", "recipe", "batch", "dense compute m
 
 def pay_cells(p: PayRow) -> list[str]:
     return [p.target, p.model, p.precision, p.recipe, str(p.batch), _ms(p.dense_compute_ms), _ms(p.sparse_compute_ms),
-            f"{p.speedup:.2f}x", _ms(p.dense_e2e_ms), _ms(p.sparse_e2e_ms)]
+            f"{p.speedup:.2f}x" + (f" (inconclusive: {', '.join(p.untrusted)})" if p.untrusted else ""), _ms(p.dense_e2e_ms), _ms(p.sparse_e2e_ms)]
 
 
 def pays_text(pay: list[PayRow]) -> list[str]:
@@ -182,7 +187,7 @@ def pays_text(pay: list[PayRow]) -> list[str]:
     out = []
     for (target, model, precision, recipe), b in first_paying_batch(pay).items():
         out.append(f"{target} {model} {precision} {recipe}: " + (f"2:4 is faster from batch {b} up" if b is not None
-                                                                else "2:4 is not faster at the largest batch measured"))
+                                                                else "2:4 is not faster at the largest batch measured with trusted timing"))
     return out
 
 

@@ -86,6 +86,22 @@ def test_rows_carry_the_time_split_and_where_2_4_pays(store):
     assert sparse[2].sparse_text == "sparse kernels ran in 1 of 2 converted layers (3 Linear)"
 
 
+def test_a_contended_pair_never_decides_where_2_4_pays(tmp_path):
+    from edgebench.bench.contracts.flags import Flag
+
+    cells = [gpu_cell("dense", 1, 0.05, None), gpu_cell("semi-structured-2-4", 1, 0.06, [True, True]),
+             gpu_cell("dense", 32, 0.40, None), gpu_cell("semi-structured-2-4", 32, 0.30, [True, True])]
+    cells[2].result.flags.append(Flag("contended", "contended: other processes used 40% of the CPU while measuring"))
+    s = new_run(tmp_path, RUN, name="gpu")
+    finish(s, RUN, cells)
+    pay = gpumod.pays(tables.load(s, RUN).gpu)
+    assert [p.untrusted for p in pay] == [[], ["contended"]]
+    # the only faster pair was contended: it claims nothing, and batch 1 alone says 2:4 does not pay
+    assert gpumod.first_paying_batch(pay) == {("local", "wide_mlp", "fp16", "semi-structured-2-4"): None}
+    assert gpumod.pays_text(pay) == ["local wide_mlp fp16 semi-structured-2-4: 2:4 is not faster at the largest batch measured with trusted timing"]
+    assert "1.33x (inconclusive: contended)" in gpumod.pay_cells(pay[1])
+
+
 def test_a_converted_layer_that_ran_dense_kernels_is_flagged_and_a_dense_model_is_not(store):
     rows = {r.cell_key: r for r in tables.load(store, RUN).rows}
     partial = rows["wide_mlp/semi-structured-2-4/torch-cuda/fp16/b256/local"]
